@@ -1,0 +1,113 @@
+//! DDPM ancestral sampling (Algorithm 2, SPEC §5): x_{t-1} = mu_theta(x_t, t) + sigma_t z, with
+//! z = 0 on the last step. On a subsampled grid, beta_t becomes 1 - alpha_bar_t/alpha_bar_prev.
+
+use super::{report, Callback, StepInfo, X0Clip};
+use crate::denoiser::{Denoiser, NoiseLevel};
+use crate::rng::NoiseSource;
+use crate::tensor::lincomb;
+use crate::variance::{fixed_variance, learned_range_log_variance, step_beta, VarianceType};
+use burn::tensor::Tensor;
+
+/// Options of the DDPM sampler.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DdpmOptions {
+    pub variance: VarianceType,
+    pub clip: X0Clip,
+}
+
+/// Posterior-mean coefficients (coef_x0, coef_xt) of the step from alpha_bar_t to
+/// alpha_bar_prev (SPEC §2 with beta_t = 1 - alpha_bar_t/alpha_bar_prev).
+pub fn posterior_mean_coefs(alpha_bar_t: f64, alpha_bar_prev: f64) -> (f64, f64) {
+    let beta = step_beta(alpha_bar_t, alpha_bar_prev);
+    let alpha = 1.0 - beta;
+    let one_minus = 1.0 - alpha_bar_t;
+    (
+        alpha_bar_prev.sqrt() * beta / one_minus,
+        alpha.sqrt() * (1.0 - alpha_bar_prev) / one_minus,
+    )
+}
+
+/// One DDPM step from `x_t` given the denoiser's (already clipped) x0_hat. Returns the mean
+/// mu_theta and the log-variance (scalar for fixed variances, a tensor for learned_range).
+pub fn ddpm_mean_variance(
+    x_t: &Tensor<2>,
+    x0_hat: &Tensor<2>,
+    variance_output: Option<&Tensor<2>>,
+    alpha_bar_t: f64,
+    alpha_bar_prev: f64,
+    variance: VarianceType,
+) -> (Tensor<2>, StepVariance) {
+    let (c0, ct) = posterior_mean_coefs(alpha_bar_t, alpha_bar_prev);
+    let mean = lincomb(&[c0], x0_hat, &[ct], x_t);
+    let var = match fixed_variance(variance, alpha_bar_t, alpha_bar_prev) {
+        Some(v) => StepVariance::Fixed(v),
+        None => {
+            let v = variance_output.expect("learned_range needs a model with a variance output");
+            let log_var = learned_range_log_variance(v.clone(), alpha_bar_t, alpha_bar_prev);
+            StepVariance::LogTensor(Box::new(log_var))
+        }
+    };
+    (mean, var)
+}
+
+/// The variance of one reverse step.
+pub enum StepVariance {
+    /// sigma_t^2, shared by all elements.
+    Fixed(f64),
+    /// log sigma_t^2 per element (learned_range).
+    LogTensor(Box<Tensor<2>>),
+}
+
+impl StepVariance {
+    /// mean + sigma * noise.
+    pub fn add_noise(&self, mean: Tensor<2>, noise: Tensor<2>) -> Tensor<2> {
+        match self {
+            StepVariance::Fixed(v) => mean + noise.mul_scalar(v.sqrt()),
+            StepVariance::LogTensor(lv) => mean + noise * (**lv).clone().mul_scalar(0.5).exp(),
+        }
+    }
+}
+
+/// DDPM ancestral sampling along `grid` (levels from noisy to clean, see [`super`]).
+pub fn sample_ddpm<D: Denoiser + ?Sized>(
+    denoiser: &D,
+    x: Tensor<2>,
+    grid: &[NoiseLevel],
+    options: &DdpmOptions,
+    noise: &mut dyn NoiseSource,
+    labels: Option<&[i64]>,
+    mut callback: Callback,
+) -> Tensor<2> {
+    let steps = grid.len() - 1;
+    let mut x = x;
+    for k in 0..steps {
+        let (cur, next) = (grid[k], grid[k + 1]);
+        let out = denoiser.denoise(&x, &[cur], labels);
+        let x0_hat = options.clip.apply(out.x0);
+        let (mean, var) = ddpm_mean_variance(
+            &x,
+            &x0_hat,
+            out.variance_output.as_ref(),
+            cur.alpha_bar(),
+            next.alpha_bar(),
+            options.variance,
+        );
+        x = if k + 1 < steps {
+            let z = noise.noise_like(&mean);
+            var.add_noise(mean, z)
+        } else {
+            mean
+        };
+        report(
+            &mut callback,
+            StepInfo {
+                step: k,
+                steps,
+                level: next,
+                x: &x,
+                x0_hat: &x0_hat,
+            },
+        );
+    }
+    x
+}

@@ -1,0 +1,182 @@
+//! Time grids for the samplers: timestep spacings as diffusers' `set_timesteps` builds them,
+//! discrete-step grids and sigma-space grids (interpolated or Karras, SPEC §5).
+
+use crate::denoiser::NoiseLevel;
+use crate::schedule::{karras_sigmas, linspace, Schedule};
+use serde::{Deserialize, Serialize};
+
+/// How inference timesteps are spread over the T training steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Spacing {
+    /// linspace(0, T-1, n), descending.
+    #[default]
+    Linspace,
+    /// 0, T//n, 2T//n, ... (+ steps_offset), descending: the DDIM paper's choice.
+    Leading,
+    /// round(T, T - T/n, ...) - 1: always includes the last step T-1 (Lin et al. 2024).
+    Trailing,
+}
+
+impl Spacing {
+    /// Parses `linspace`, `leading` or `trailing`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "linspace" => Some(Self::Linspace),
+            "leading" => Some(Self::Leading),
+            "trailing" => Some(Self::Trailing),
+            _ => None,
+        }
+    }
+}
+
+/// numpy's round (half to even), which diffusers' timestep tables use.
+pub fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
+}
+
+/// `n` inference timesteps (code indices, descending) out of `num_train` steps. Linspace
+/// values are left fractional (Euler keeps them); discrete samplers round them with
+/// [`round_half_even`]. `steps_offset` only shifts `leading`, as in diffusers.
+pub fn timesteps(spacing: Spacing, num_train: usize, n: usize, steps_offset: usize) -> Vec<f64> {
+    let t_max = num_train as f64;
+    match spacing {
+        Spacing::Linspace => {
+            let mut t = linspace(0.0, t_max - 1.0, n);
+            t.reverse();
+            t
+        }
+        Spacing::Leading => {
+            let ratio = (num_train / n) as f64;
+            (0..n)
+                .rev()
+                .map(|i| round_half_even(i as f64 * ratio) + steps_offset as f64)
+                .collect()
+        }
+        Spacing::Trailing => {
+            // np.arange(T, 0, -T/n): its length is ceil(T / (T/n)) in float64, as numpy computes it.
+            let step = t_max / n as f64;
+            let len = (t_max / step).ceil() as usize;
+            (0..len)
+                .map(|k| round_half_even(t_max - k as f64 * step) - 1.0)
+                .collect()
+        }
+    }
+}
+
+/// Integer timesteps (discrete samplers: DDPM, DDIM).
+pub fn discrete_timesteps(
+    spacing: Spacing,
+    num_train: usize,
+    n: usize,
+    steps_offset: usize,
+) -> Vec<usize> {
+    timesteps(spacing, num_train, n, steps_offset)
+        .into_iter()
+        .map(|t| round_half_even(t).max(0.0) as usize)
+        .collect()
+}
+
+/// The grid of discrete levels `timesteps` followed by a final level of `final_alpha_bar`
+/// (1 for clean data; diffusers' `set_alpha_to_one = False` uses alpha_bar of step 1).
+pub fn discrete_grid(
+    schedule: &Schedule,
+    timesteps: &[usize],
+    final_alpha_bar: f64,
+) -> Vec<NoiseLevel> {
+    let mut g: Vec<NoiseLevel> = timesteps
+        .iter()
+        .map(|&i| NoiseLevel::discrete(schedule, i))
+        .collect();
+    g.push(NoiseLevel::from_alpha_bar(final_alpha_bar, -1.0));
+    g
+}
+
+/// The full chain T-1, ..., 0 and then clean data: DDPM's 1000-step grid.
+pub fn full_grid(schedule: &Schedule) -> Vec<NoiseLevel> {
+    let ts: Vec<usize> = (0..schedule.len()).rev().collect();
+    discrete_grid(schedule, &ts, 1.0)
+}
+
+/// A sigma-space grid at (possibly fractional) timesteps: sigma interpolated linearly in the
+/// schedule's sigma table (diffusers' Euler/Heun), ending at sigma = 0.
+pub fn interpolated_sigma_grid(schedule: &Schedule, timesteps: &[f64]) -> Vec<NoiseLevel> {
+    let mut g: Vec<NoiseLevel> = timesteps
+        .iter()
+        .map(|&t| NoiseLevel {
+            sigma: schedule.sigma_at(t),
+            t,
+        })
+        .collect();
+    g.push(NoiseLevel::clean());
+    g
+}
+
+/// Karras sigmas (rho = `rho`, n values from sigma_max to sigma_min) with the fractional
+/// timestep of each recovered by log-sigma interpolation, ending at sigma = 0. `round_t`
+/// rounds those timesteps for models that only take integer steps (diffusers' DPM-Solver).
+pub fn karras_grid(
+    schedule: &Schedule,
+    sigma_min: f64,
+    sigma_max: f64,
+    n: usize,
+    rho: f64,
+    round_t: bool,
+) -> Vec<NoiseLevel> {
+    let mut g: Vec<NoiseLevel> = karras_sigmas(sigma_min, sigma_max, n, rho)
+        .into_iter()
+        .map(|sigma| {
+            let t = schedule.sigma_to_t(sigma);
+            NoiseLevel {
+                sigma,
+                t: if round_t { round_half_even(t) } else { t },
+            }
+        })
+        .collect();
+    g.push(NoiseLevel::clean());
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::ScheduleConfig;
+
+    #[test]
+    fn spacings_match_their_definitions() {
+        assert_eq!(
+            discrete_timesteps(Spacing::Leading, 1000, 10, 0),
+            vec![900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
+        );
+        assert_eq!(discrete_timesteps(Spacing::Leading, 1000, 10, 1)[0], 901);
+        assert_eq!(
+            discrete_timesteps(Spacing::Trailing, 1000, 10, 0),
+            vec![999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
+        );
+        assert_eq!(
+            discrete_timesteps(Spacing::Linspace, 1000, 4, 0),
+            vec![999, 666, 333, 0]
+        );
+        assert_eq!(round_half_even(812.5), 812.0);
+        assert_eq!(round_half_even(813.5), 814.0);
+        assert_eq!(round_half_even(-0.5), 0.0);
+    }
+
+    #[test]
+    fn grids_end_clean_and_decrease() {
+        let s = ScheduleConfig::default().build().unwrap();
+        for g in [
+            full_grid(&s),
+            interpolated_sigma_grid(&s, &timesteps(Spacing::Linspace, 1000, 25, 0)),
+            karras_grid(&s, s.sigma[0], s.sigma[999], 25, 7.0, false),
+        ] {
+            assert_eq!(g.last().unwrap().sigma, 0.0);
+            assert!(g.windows(2).all(|w| w[1].sigma < w[0].sigma));
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Samplers (SPEC §5): each a plain function of a denoiser, a starting state, a time grid, a
+//! noise source and typed options, returning the final state. No hidden state: multistep
+//! solvers keep their history in local variables. Grids are built by [`grid`].
+//!
+//! A grid is a slice of [`NoiseLevel`]s in sampling order, from the starting level to the
+//! final one (usually `sigma = 0`): step `k` moves the state from `grid[k]` to `grid[k + 1]`,
+//! so `grid.len()` is the number of steps plus one.
+
+pub mod ddpm;
+pub mod grid;
+
+use crate::denoiser::NoiseLevel;
+use burn::tensor::Tensor;
+
+/// What a sampler reports after each step (for progress bars and trajectory pictures).
+pub struct StepInfo<'a> {
+    /// Step number, 0-based.
+    pub step: usize,
+    /// Total number of steps.
+    pub steps: usize,
+    /// The level the state is now at.
+    pub level: NoiseLevel,
+    /// The state after this step.
+    pub x: &'a Tensor<2>,
+    /// The denoiser's x_0 prediction used by this step.
+    pub x0_hat: &'a Tensor<2>,
+}
+
+/// An optional per-step observer.
+pub type Callback<'a> = Option<&'a mut dyn FnMut(&StepInfo)>;
+
+/// Calls the callback, if any.
+pub(crate) fn report(callback: &mut Callback, info: StepInfo) {
+    if let Some(cb) = callback.as_mut() {
+        cb(&info);
+    }
+}
+
+/// Clamping of the predicted x_0 (SPEC §5: optional clipping to the data range).
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum X0Clip {
+    /// No clipping.
+    #[default]
+    None,
+    /// Clamp to [-range, range].
+    Clip { range: f64 },
+    /// Imagen's dynamic thresholding: per sample, s = the `ratio` quantile of |x0|, clamped to
+    /// [1, max_value]; x0 <- clamp(x0, -s, s) / s.
+    Dynamic { ratio: f64, max_value: f64 },
+}
+
+impl X0Clip {
+    /// Applies the clipping to a batch of x_0 predictions.
+    pub fn apply(&self, x0: Tensor<2>) -> Tensor<2> {
+        match *self {
+            X0Clip::None => x0,
+            X0Clip::Clip { range } => x0.clamp(-range, range),
+            X0Clip::Dynamic { ratio, max_value } => {
+                let [_, d] = x0.dims();
+                let v = crate::tensor::to_vec(&x0);
+                let mut out = Vec::with_capacity(v.len());
+                for row in v.chunks(d) {
+                    let mut abs: Vec<f64> = row.iter().map(|x| x.abs()).collect();
+                    abs.sort_by(f64::total_cmp);
+                    let s = quantile_sorted(&abs, ratio).clamp(1.0, max_value);
+                    out.extend(row.iter().map(|x| x.clamp(-s, s) / s));
+                }
+                crate::tensor::from_rows_like(out, &x0)
+            }
+        }
+    }
+}
+
+/// Linear-interpolation quantile of sorted values (numpy's default method).
+pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + (pos - lo as f64) * (sorted[hi] - sorted[lo])
+}

@@ -13,6 +13,7 @@
 //! [`denoiser::NoiseLevel`]: the VE noise scale `sigma = sqrt((1 - alpha_bar) / alpha_bar)`
 //! together with the (possibly fractional) timestep value the network is given.
 
+pub mod compat;
 pub mod denoiser;
 pub mod error;
 pub mod forward;

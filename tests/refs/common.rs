@@ -1,0 +1,154 @@
+//! Shared pieces of the reference-vector test: JSON arrays, the analytic model of the run
+//! files, and the tolerance rule of `shared/refs/README.md`.
+
+use burn::tensor::{DType, Device, Tensor};
+use diffuse::compat::DiffusersSchedulerConfig;
+use diffuse::denoiser::Network;
+use diffuse::tensor::{from_rows, to_vec};
+use serde_json::Value;
+
+/// A JSON `{"shape": [...], "data": [...]}` array as a float64 `[shape[0], rest]` tensor
+/// (scheduler steps are elementwise, so the trailing dimensions flatten without loss).
+pub fn tensor(v: &Value) -> Tensor<2> {
+    let shape: Vec<usize> = v["shape"]
+        .as_array()
+        .expect("shape")
+        .iter()
+        .map(|s| s.as_u64().unwrap() as usize)
+        .collect();
+    let data: Vec<f64> = v["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(num)
+        .collect();
+    let n = shape[0];
+    from_rows(
+        data.clone(),
+        n,
+        data.len() / n,
+        &Device::default(),
+        DType::F64,
+    )
+}
+
+/// A JSON number (or "inf"/"-inf"/"nan" string) as f64.
+pub fn num(v: &Value) -> f64 {
+    match v {
+        Value::String(s) => s.parse().expect("numeric string"),
+        _ => v.as_f64().expect("number"),
+    }
+}
+
+/// A list of numbers.
+pub fn nums(v: &Value) -> Vec<f64> {
+    v.as_array().expect("array").iter().map(num).collect()
+}
+
+/// A list of arrays.
+pub fn tensors(v: &Value) -> Vec<Tensor<2>> {
+    v.as_array().expect("array").iter().map(tensor).collect()
+}
+
+/// The diffusers config of a case.
+pub fn config(v: &Value) -> DiffusersSchedulerConfig {
+    DiffusersSchedulerConfig::from_json(v).expect("diffusers config parses")
+}
+
+/// The README's sound bound: tol = max(1e-9, 2 * f64_replay_max_mixed_dev) of the case or run.
+pub fn tolerance(case: &Value) -> f64 {
+    let dev = case.get("f64_replay_max_mixed_dev").map(num).unwrap_or(0.0);
+    (2.0 * dev).max(1e-9)
+}
+
+/// Accumulates comparisons of one file: the largest mixed error seen, and failures.
+#[derive(Default)]
+pub struct Checker {
+    pub comparisons: usize,
+    pub max_mixed_err: f64,
+    /// The largest error as a fraction of its tolerance.
+    pub max_ratio: f64,
+    pub failures: Vec<String>,
+}
+
+impl Checker {
+    /// |got - want| <= tol * max(1, |want|) for every element.
+    pub fn close(&mut self, what: &str, got: &[f64], want: &[f64], tol: f64) {
+        self.comparisons += 1;
+        if got.len() != want.len() {
+            self.failures.push(format!(
+                "{what}: {} values, expected {}",
+                got.len(),
+                want.len()
+            ));
+            return;
+        }
+        let mut worst = (0.0f64, 0usize);
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let err = (g - w).abs() / w.abs().max(1.0);
+            let err = if err.is_nan() { f64::INFINITY } else { err };
+            if err > worst.0 {
+                worst = (err, i);
+            }
+        }
+        self.max_mixed_err = self.max_mixed_err.max(worst.0);
+        self.max_ratio = self.max_ratio.max(worst.0 / tol);
+        if worst.0 > tol {
+            let i = worst.1;
+            self.failures.push(format!(
+                "{what}: element {i} is {} but the reference is {} (mixed error {:.3e} > tol {:.3e})",
+                got[i], want[i], worst.0, tol
+            ));
+        }
+    }
+
+    /// Tensor form of [`Checker::close`].
+    pub fn close_t(&mut self, what: &str, got: &Tensor<2>, want: &Tensor<2>, tol: f64) {
+        self.close(what, &to_vec(got), &to_vec(want), tol);
+    }
+
+    /// Exact equality of integer-like lists (timesteps).
+    pub fn equal(&mut self, what: &str, got: &[f64], want: &[f64]) {
+        self.comparisons += 1;
+        if got != want {
+            self.failures
+                .push(format!("{what}: got {got:?}, expected {want:?}"));
+        }
+    }
+}
+
+/// The analytic model of the run files: output = a * x_in + b + c * t / T.
+pub struct AnalyticModel {
+    pub a: f64,
+    pub b: f64,
+    pub c: f64,
+    pub num_train: f64,
+}
+
+impl AnalyticModel {
+    pub fn from_json(model: &Value, num_train: usize) -> Self {
+        AnalyticModel {
+            a: num(&model["a"]),
+            b: num(&model["b"]),
+            c: num(&model["c"]),
+            num_train: num_train as f64,
+        }
+    }
+}
+
+impl Network for AnalyticModel {
+    fn forward(&self, x: Tensor<2>, t: &[f64], _labels: Option<&[i64]>) -> Tensor<2> {
+        let shift: Vec<f64> = t
+            .iter()
+            .map(|t| self.b + self.c * t / self.num_train)
+            .collect();
+        let [n, d] = x.dims();
+        let shift = if shift.len() == 1 {
+            vec![shift[0]; n]
+        } else {
+            shift
+        };
+        let col = from_rows(shift, n, 1, &x.device(), x.dtype());
+        x.mul_scalar(self.a) + col.expand([n, d])
+    }
+}

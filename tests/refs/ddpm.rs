@@ -1,0 +1,222 @@
+//! `ddpm_step` and `ddpm_run` files (SPEC §2, §3, §5 DDPM ancestral).
+
+use crate::common::{config, num, tensor, tensors, tolerance, AnalyticModel, Checker};
+use diffuse::compat::DiffusersSchedulerConfig;
+use diffuse::denoiser::{NetworkDenoiser, NoiseLevel, Parameterization};
+use diffuse::forward::q_sample;
+use diffuse::prediction::{v_from_x0_eps, x0_and_eps};
+use diffuse::rng::Replay;
+use diffuse::sample::ddpm::{ddpm_mean_variance, sample_ddpm, DdpmOptions};
+use diffuse::sample::grid::{discrete_grid, discrete_timesteps};
+use diffuse::schedule::Schedule;
+use diffuse::tensor::to_vec;
+use diffuse::variance::VarianceType;
+use serde_json::Value;
+
+/// prev_t as DDPMScheduler takes it: t - 1 on the full chain; after set_timesteps(n), the next
+/// entry of the timestep list (-1 after the last), i.e. the next level of our grid.
+fn prev_t(cfg: &DiffusersSchedulerConfig, case: &Value, t: i64) -> i64 {
+    match case["num_inference_steps"].as_u64() {
+        Some(n) => {
+            let ts = discrete_timesteps(
+                cfg.spacing().unwrap(),
+                cfg.num_train_timesteps,
+                n as usize,
+                cfg.steps_offset,
+            );
+            let k = ts
+                .iter()
+                .position(|&x| x as i64 == t)
+                .expect("t is on the inference grid");
+            ts.get(k + 1).map_or(-1, |&x| x as i64)
+        }
+        None => t - 1,
+    }
+}
+
+fn levels(s: &Schedule, t: i64, prev: i64) -> (NoiseLevel, NoiseLevel) {
+    let cur = NoiseLevel::discrete(s, t as usize);
+    let next = if prev < 0 {
+        NoiseLevel::clean()
+    } else {
+        NoiseLevel::discrete(s, prev as usize)
+    };
+    (cur, next)
+}
+
+fn step_case(file: &Value, case: &Value, learned: bool, c: &mut Checker) {
+    let cfg = config(&case["config"]);
+    let s = cfg.schedule().expect("schedule");
+    let inputs = &file["inputs"];
+    let (x_t, out, noise) = (
+        tensor(&inputs["sample"]),
+        tensor(&inputs["model_output"]),
+        tensor(&inputs["noise"]),
+    );
+    let t = case["t"].as_i64().unwrap();
+    let prev = prev_t(&cfg, case, t);
+    let name = format!(
+        "ddpm_step t={t} {:?} {:?} clip={}",
+        cfg.prediction_type, cfg.variance_type, cfg.clip_sample
+    );
+    c.equal(
+        &format!("{name} prev_t"),
+        &[prev as f64],
+        &[num(&case["prev_t"])],
+    );
+    let tol = tolerance(case);
+    let (cur, next) = levels(&s, t, prev);
+    let (a, sv) = (vec![cur.alpha()], vec![cur.sigma_vp()]);
+    let (x0, _) = x0_and_eps(cfg.prediction().unwrap(), &out, &x_t, &a, &sv);
+    let x0 = cfg.clip().apply(x0);
+    let variance_kind = if learned {
+        VarianceType::LearnedRange
+    } else {
+        cfg.variance().unwrap()
+    };
+    let var_out = learned.then(|| tensor(&inputs["predicted_variance"]));
+    let (mean, var) = ddpm_mean_variance(
+        &x_t,
+        &x0,
+        var_out.as_ref(),
+        cur.alpha_bar(),
+        next.alpha_bar(),
+        variance_kind,
+    );
+    if let Some(want) = case.get("pred_original_sample") {
+        c.close_t(
+            &format!("{name} pred_original_sample"),
+            &x0,
+            &tensor(want),
+            tol,
+        );
+    }
+    c.close_t(
+        &format!("{name} prev_sample_mean"),
+        &mean,
+        &tensor(&case["prev_sample_mean"]),
+        tol,
+    );
+    if let diffuse::sample::ddpm::StepVariance::Fixed(v) = &var {
+        // The variance the step used: none on the last step (t = 0); elsewhere diffusers clamps
+        // beta_tilde at 1e-20.
+        let used = if t > 0 { v.max(1e-20) } else { 0.0 };
+        c.close(
+            &format!("{name} variance"),
+            &[used],
+            &[num(&case["variance"])],
+            tol,
+        );
+    }
+    if let (Some(want), diffuse::sample::ddpm::StepVariance::LogTensor(lv)) =
+        (case.get("log_variance"), &var)
+    {
+        c.close_t(&format!("{name} log_variance"), lv, &tensor(want), tol);
+    }
+    let prev_sample = if t > 0 {
+        var.add_noise(mean, noise)
+    } else {
+        mean
+    };
+    c.close_t(
+        &format!("{name} prev_sample"),
+        &prev_sample,
+        &tensor(&case["prev_sample"]),
+        tol,
+    );
+}
+
+pub fn check_step(file: &Value, c: &mut Checker) {
+    for case in file["cases"].as_array().unwrap() {
+        step_case(file, case, false, c);
+    }
+    for case in file["learned_range_cases"].as_array().into_iter().flatten() {
+        step_case(file, case, true, c);
+    }
+    if let Some(fwd) = file.get("forward") {
+        let cfg = config(&file["config"]);
+        let s = cfg.schedule().unwrap();
+        let ts: Vec<usize> = fwd["timesteps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as usize)
+            .collect();
+        let (x0, eps) = (tensor(&fwd["original_sample"]), tensor(&fwd["noise"]));
+        let tol = tolerance(fwd);
+        c.close_t(
+            "forward add_noise",
+            &q_sample(&s, &x0, &ts, &eps),
+            &tensor(&fwd["noisy_sample"]),
+            tol,
+        );
+        let a: Vec<f64> = ts.iter().map(|&t| s.sqrt_alpha_bar[t]).collect();
+        let sv: Vec<f64> = ts.iter().map(|&t| s.sqrt_one_minus_alpha_bar[t]).collect();
+        c.close_t(
+            "forward get_velocity",
+            &v_from_x0_eps(&x0, &eps, &a, &sv),
+            &tensor(&fwd["velocity"]),
+            tol,
+        );
+    }
+}
+
+pub fn check_run(file: &Value, c: &mut Checker) {
+    let cfg = config(&file["config"]);
+    let s = cfg.schedule().unwrap();
+    let n = file["num_inference_steps"].as_u64().unwrap() as usize;
+    let want_ts: Vec<f64> = crate::common::nums(&file["timesteps"]);
+    let ts = discrete_timesteps(
+        cfg.spacing().unwrap(),
+        cfg.num_train_timesteps,
+        n,
+        cfg.steps_offset,
+    );
+    c.equal(
+        "ddpm_run timesteps",
+        &ts.iter().map(|&t| t as f64).collect::<Vec<_>>(),
+        &want_ts,
+    );
+    let grid = discrete_grid(&s, &ts, 1.0);
+    let model = AnalyticModel::from_json(&file["model"], cfg.num_train_timesteps);
+    let den = NetworkDenoiser {
+        net: model,
+        parameterization: Parameterization::Discrete {
+            prediction: cfg.prediction().unwrap(),
+            learned_variance: false,
+        },
+    };
+    let opts = DdpmOptions {
+        variance: cfg.variance().unwrap(),
+        clip: cfg.clip(),
+    };
+    let samples = tensors(&file["samples"]);
+    let x0s = tensors(&file["pred_original_samples"]);
+    let mut noise = Replay(tensors(&file["noises"]).into());
+    let tol = tolerance(file);
+    let mut got = Vec::new();
+    let mut cb = |info: &diffuse::sample::StepInfo| got.push((to_vec(info.x), to_vec(info.x0_hat)));
+    sample_ddpm(
+        &den,
+        samples[0].clone(),
+        &grid,
+        &opts,
+        &mut noise,
+        None,
+        Some(&mut cb),
+    );
+    for (k, (x, x0)) in got.iter().enumerate() {
+        c.close(
+            &format!("ddpm_run sample {}", k + 1),
+            x,
+            &to_vec(&samples[k + 1]),
+            tol,
+        );
+        c.close(&format!("ddpm_run x0_hat {k}"), x0, &to_vec(&x0s[k]), tol);
+    }
+    c.equal(
+        "ddpm_run steps",
+        &[got.len() as f64],
+        &[(samples.len() - 1) as f64],
+    );
+}

@@ -1,0 +1,72 @@
+//! Reference vectors (diffusers 0.42.1, `shared/refs/README.md`): every JSON file directly in
+//! `../shared/refs/` (or `$DIFFUSE_REFS_DIR`) is read, dispatched on its `kind` and checked
+//! with the README's tolerance rule, tol = max(1e-9, 2 * f64_replay_max_mixed_dev).
+
+mod common;
+mod ddpm;
+mod schedule;
+
+use common::Checker;
+use std::path::PathBuf;
+
+fn refs_dir() -> PathBuf {
+    match std::env::var_os("DIFFUSE_REFS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/refs"),
+    }
+}
+
+/// Checks one file; `None` when its kind is not implemented yet.
+fn check(kind: &str, file: &serde_json::Value, c: &mut Checker) -> Option<()> {
+    match kind {
+        "schedule" => schedule::check(file, c),
+        "ddpm_step" => ddpm::check_step(file, c),
+        "ddpm_run" => ddpm::check_run(file, c),
+        _ => return None,
+    }
+    Some(())
+}
+
+#[test]
+fn reference_vectors() {
+    let dir = refs_dir();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reference directory {} is unreadable: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no reference files in {}", dir.display());
+    let (mut failures, mut skipped) = (Vec::new(), Vec::new());
+    for path in &paths {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(path).unwrap();
+        let file: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let kind = file["kind"].as_str().unwrap_or("<no kind>").to_string();
+        let mut c = Checker::default();
+        match check(&kind, &file, &mut c) {
+            None => {
+                println!("SKIPPED {name}: kind {kind:?} is not implemented yet");
+                skipped.push(name);
+            }
+            Some(()) => {
+                println!(
+                    "{} {name} ({kind}): {} comparisons, max mixed error {:.3e}, max error/tol {:.3}",
+                    if c.failures.is_empty() { "PASS" } else { "FAIL" },
+                    c.comparisons,
+                    c.max_mixed_err,
+                    c.max_ratio
+                );
+                failures.extend(c.failures.into_iter().map(|f| format!("{name}: {f}")));
+            }
+        }
+    }
+    println!("skipped: {skipped:?}");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -8,6 +8,7 @@
 
 pub mod ddpm;
 pub mod grid;
+pub mod registry;
 
 use crate::denoiser::NoiseLevel;
 use burn::tensor::Tensor;

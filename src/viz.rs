@@ -65,6 +65,7 @@ pub fn line_panels(path: &Path, panels: &[(&str, &str, &str, Vec<Series>)]) -> a
         if series.len() > 1 {
             chart
                 .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()?;

@@ -111,3 +111,6 @@ pub fn sample_ddpm<D: Denoiser + ?Sized>(
     }
     x
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,7 +11,7 @@ use super::{Reverse, ScoreFn, Sde};
 use crate::denoiser::NoiseLevel;
 use crate::rng::NoiseSource;
 use crate::sample::{Callback, StepInfo};
-use crate::tensor::{from_rows_like, scale, to_vec};
+use crate::tensor::{from_rows_like, to_vec};
 use burn::tensor::Tensor;
 
 /// `n + 1` times from 1 down to `eps` (score_sde: eps = 1e-3 for VP/sub-VP, 1e-5 for VE).
@@ -104,11 +104,13 @@ pub enum Predictor {
 
 /// Langevin corrector (Song et al. 2021, Algorithm 4/5): `n_steps` steps of
 /// x <- x + e score + sqrt(2 e) z with e = 2 alpha (snr ||z|| / ||score||)^2, where alpha is
-/// the discrete 1 - beta_i for VP-type SDEs (a^2 of [`Sde::discretize`]) and 1 for VE.
+/// the discrete 1 - beta_i for VP-type SDEs (a^2 of [`Sde::discretize`] at dt = 1/1000,
+/// [`LANGEVIN_REFERENCE_STEPS`]) and 1 for VE.
 ///
-/// Difference from score_sde: ||z|| and ||score|| are per sample, not averaged over the batch
-/// (sample i must not depend on its batch, STYLE), and ||z|| is its expectation sqrt(D) rather
-/// than the draw's norm (in low D the draw's norm makes the step size itself noisy).
+/// As in score_sde, ||z|| and ||score|| are averaged over the batch: the step size is shared
+/// by the batch, so (unlike the other samplers) a sample depends on the batch it is drawn in.
+/// Per-sample norms are unstable in low dimension: at a mode ||score|| -> 0 and the step size
+/// diverges.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Langevin {
     /// Target signal-to-noise ratio (0.16 for VE on CIFAR-10 in score_sde).
@@ -125,6 +127,10 @@ impl Default for Langevin {
         }
     }
 }
+
+/// The discretisation (N = 1000, score_sde's `num_scales`) whose 1 - beta_i sets Langevin's
+/// alpha, independent of the sampling grid.
+pub const LANGEVIN_REFERENCE_STEPS: f64 = 1000.0;
 
 /// Options of the predictor–corrector sampler.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -162,15 +168,13 @@ fn langevin_step<F: ScoreFn + ?Sized>(
     noise: &mut dyn NoiseSource,
 ) -> Tensor<2> {
     let grad = score.score(&x, t);
-    let d = x.dims()[1] as f64;
-    let grad_sq_norm = to_vec(&grad.clone().powi_scalar(2).sum_dim(1));
-    let step: Vec<f64> = grad_sq_norm
-        .iter()
-        .map(|g2| 2.0 * alpha * snr * snr * d / g2.max(1e-30))
-        .collect();
-    let noise_scale: Vec<f64> = step.iter().map(|e| (2.0 * e).sqrt()).collect();
     let z = noise.noise_like(&x);
-    x + scale(&step, grad) + scale(&noise_scale, z)
+    let mean_norm = |v: &Tensor<2>| {
+        let sq = to_vec(&v.clone().powi_scalar(2).sum_dim(1));
+        sq.iter().map(|s| s.sqrt()).sum::<f64>() / sq.len() as f64
+    };
+    let step = 2.0 * alpha * (snr * mean_norm(&z) / mean_norm(&grad).max(1e-30)).powi(2);
+    x + grad.mul_scalar(step) + z.mul_scalar((2.0 * step).sqrt())
 }
 
 /// Predictor–corrector sampling along `grid` (SPEC §6): at each t_k, the corrector's Langevin
@@ -191,7 +195,9 @@ pub fn sample_pc<S: Sde + ?Sized, F: ScoreFn + ?Sized>(
         let (t, dt) = (grid[k], grid[k] - grid[k + 1]);
         let last = k + 1 == steps;
         if let Some(c) = options.corrector {
-            let alpha = sde.discretize(t, dt).a.powi(2);
+            // score_sde takes alpha from the SDE's own N = 1000 discretisation whatever the
+            // sampling grid; a^2 of a coarse step can be negative (beta(t) dt > 1).
+            let alpha = sde.discretize(t, 1.0 / LANGEVIN_REFERENCE_STEPS).a.powi(2);
             for _ in 0..c.n_steps {
                 x = langevin_step(score, x, t, alpha, c.snr, noise);
             }

@@ -47,6 +47,20 @@ impl VpSde {
         -0.25 * t * t * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
     }
 
+    /// The time t whose marginal has VE noise scale sigma = s(t)/m(t), i.e. m(t)^2 =
+    /// 1/(1 + sigma^2) (SPEC §6 VE <-> VP): the root of
+    /// 1/4 (beta_max - beta_min) t^2 + 1/2 beta_min t = 1/2 ln(1 + sigma^2).
+    pub fn t_of_sigma(&self, sigma: f64) -> f64 {
+        let c = 0.5 * sigma.mul_add(sigma, 1.0).ln();
+        let (qa, qb) = (0.25 * (self.beta_max - self.beta_min), 0.5 * self.beta_min);
+        if qa == 0.0 {
+            c / qb
+        } else {
+            // Citardauq form, no cancellation for small c.
+            2.0 * c / (qb + (qb * qb + 4.0 * qa * c).sqrt())
+        }
+    }
+
     /// The discrete betas beta_i = beta(i/N)/N, i = 1..N (SPEC §6), as a schedule whose
     /// code index i - 1 is step i (crate convention).
     pub fn discrete_schedule(&self, n: usize) -> Result<Schedule> {
@@ -80,12 +94,16 @@ impl Sde for VpSde {
         }
     }
 
-    /// DDPM's step with beta_i = beta(t) dt: a = sqrt(1 - beta_i), b = sqrt(beta_i).
+    /// DDPM's step between the marginal levels of t - dt and t: a = m(t)/m(t - dt),
+    /// beta_i = 1 - a^2 = 1 - exp(-int_{t-dt}^t beta) (the subsampled-grid beta of SPEC §5,
+    /// valid for any dt), b = sqrt(beta_i). To first order beta_i = beta(t) dt, the link
+    /// beta_i = beta(i/N)/N of SPEC §6 (score_sde's `discretize`, which breaks once
+    /// beta(t) dt > 1 on coarse grids).
     fn discretize(&self, t: f64, dt: f64) -> Discretization {
-        let beta_i = self.beta(t) * dt;
+        let log_a = self.log_mean_coeff(t) - self.log_mean_coeff((t - dt).max(0.0));
         Discretization {
-            a: (1.0 - beta_i).sqrt(),
-            b: beta_i.sqrt(),
+            a: log_a.exp(),
+            b: (-(2.0 * log_a).exp_m1()).sqrt(),
         }
     }
 

@@ -137,6 +137,7 @@ fn sampling_table(gm: &GaussianMixture) {
     println!("| - | fresh data (noise floor) | - | - | {dlp:+.4} | {sw:.4} |");
     let sdes: Vec<(Box<dyn Sde>, f64)> = vec![
         (Box::new(VpSde::default()), 1e-3),
+        (Box::new(SubVpSde::default()), 1e-3),
         (Box::new(VeSde::default()), 1e-5),
     ];
     for (sde, eps) in &sdes {

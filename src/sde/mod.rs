@@ -8,12 +8,14 @@
 //!
 //! Implementations: [`VpSde`] (continuous DDPM), [`SubVpSde`], [`VeSde`] (continuous NCSN).
 
+pub mod config;
 pub mod score;
 pub mod solvers;
 pub mod subvp;
 pub mod ve;
 pub mod vp;
 
+pub use config::{SdeConfig, SdeSampler};
 pub use score::{
     dsm_loss, DenoiserScore, Divergence, NetworkScore, OracleScore, Probe, ScoreFn, ScoreOutput,
     TimeInput,
@@ -85,6 +87,23 @@ pub trait Sde {
         x.chunks(dim)
             .map(|row| log_norm - 0.5 * row.iter().map(|v| v * v).sum::<f64>() / s2)
             .collect()
+    }
+
+    /// The reverse-time process with `score` (the reverse SDE, or with `probability_flow` the
+    /// PF-ODE), score_sde's `sde.reverse(score_fn, probability_flow)`.
+    fn reverse<'a, F: ScoreFn + ?Sized>(
+        &'a self,
+        score: &'a F,
+        probability_flow: bool,
+    ) -> Reverse<'a, Self, F>
+    where
+        Self: Sized,
+    {
+        Reverse {
+            sde: self,
+            score,
+            probability_flow,
+        }
     }
 
     /// x_t = m x_0 + s z, a draw of the marginal given x_0 and z ~ N(0, I).

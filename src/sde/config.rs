@@ -68,6 +68,9 @@ impl SdeSampler {
     /// `em`, `pc`, `ode` with `steps` (ignored by `ode`, which uses the SPEC tolerances and
     /// the SDE's sampling eps).
     pub fn from_name(name: &str, steps: usize, sde: &SdeConfig) -> Result<Self> {
+        if steps == 0 && name != "ode" {
+            return Err(Error::config("steps", "must be at least 1"));
+        }
         match name {
             "em" => Ok(SdeSampler::Em { steps }),
             "pc" => Ok(SdeSampler::Pc {
@@ -137,5 +140,6 @@ mod tests {
             SdeSampler::Pc { steps: 10, .. }
         ));
         assert!(SdeSampler::from_name("heun", 10, &vp).is_err());
+        assert!(SdeSampler::from_name("em", 0, &vp).is_err());
     }
 }

@@ -95,8 +95,9 @@ pub enum Divergence {
 
 impl Divergence {
     /// `count` probes shaped like `like`, row i from sample stream i of `seed` (so a sample's
-    /// estimate does not depend on the batch it is in).
+    /// estimate does not depend on the batch it is in). `count = 0` is treated as 1.
     pub fn hutchinson(kind: Probe, count: usize, like: &Tensor<2>, seed: u64) -> Self {
+        let count = count.max(1);
         let [n, d] = like.dims();
         let mut rng = SampleRng::new(seed, 0, n);
         let probes = (0..count)

@@ -15,7 +15,11 @@ use crate::tensor::{from_rows_like, to_vec};
 use burn::tensor::Tensor;
 
 /// `n + 1` times from 1 down to `eps` (score_sde: eps = 1e-3 for VP/sub-VP, 1e-5 for VE).
+/// `n = 0` gives the single time 1 (no steps).
 pub fn time_grid(n: usize, eps: f64) -> Vec<f64> {
+    if n == 0 {
+        return vec![1.0];
+    }
     (0..=n)
         .map(|k| 1.0 + (eps - 1.0) * k as f64 / n as f64)
         .collect()
@@ -108,7 +112,8 @@ pub enum Predictor {
 /// [`LANGEVIN_REFERENCE_STEPS`]) and 1 for VE.
 ///
 /// As in score_sde, ||z|| and ||score|| are averaged over the batch: the step size is shared
-/// by the batch, so (unlike the other samplers) a sample depends on the batch it is drawn in.
+/// by the batch, so (as with the adaptive ODE solve, unlike EM) a sample depends on the batch
+/// it is drawn in.
 /// Per-sample norms are unstable in low dimension: at a mode ||score|| -> 0 and the step size
 /// diverges.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -258,6 +263,9 @@ pub struct OdeStats {
 /// pair (FSAL, 6 evaluations per attempted step after the first), local error controlled in the
 /// RMS norm of err_i / (atol + rtol max(|y_i|, |y_new_i|)) (Hairer, Nørsett & Wanner II.4,
 /// as scipy's RK45), initial step by Hairer's heuristic.
+///
+/// # Panics
+/// When the step size underflows (1e-14 of the interval), e.g. on a NaN right-hand side.
 pub fn dopri5(
     mut rhs: impl FnMut(f64, &[f64]) -> Vec<f64>,
     t0: f64,

@@ -185,6 +185,67 @@ impl NoisedMixture<'_> {
     }
 }
 
+impl NoisedMixture<'_> {
+    /// Hessian of log p_t at one point, row-major D x D (used for exact divergences of the
+    /// score, SPEC §6). With responsibilities r_k, per-component scores u_k = -C_k^{-1} res_k
+    /// and the mixture score u = sum_k r_k u_k:
+    /// `H = sum_k r_k (u_k u_k^T - C_k^{-1}) - u u^T`.
+    fn hessian_at(&self, x: &[f64]) -> Vec<f64> {
+        let gm = self.gm;
+        let d = gm.dim;
+        let k = gm.weights.len();
+        let mut logs = Vec::with_capacity(k);
+        let mut u = Vec::with_capacity(k);
+        for c in 0..k {
+            let r: Vec<f64> = x
+                .iter()
+                .zip(&gm.means[c])
+                .map(|(x, m)| x - self.a * m)
+                .collect();
+            let cr = self.factors[c].solve(&r);
+            let quad: f64 = r.iter().zip(&cr).map(|(r, c)| r * c).sum();
+            logs.push(gm.weights[c].ln() + self.log_norm[c] - 0.5 * quad);
+            u.push(cr.into_iter().map(|v| -v).collect::<Vec<f64>>());
+        }
+        let max = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let log_z = max + logs.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+        let mut h = vec![0.0; d * d];
+        let mut score = vec![0.0; d];
+        for c in 0..k {
+            let resp = (logs[c] - log_z).exp();
+            for j in 0..d {
+                // Column j of C_k^{-1}.
+                let mut e = vec![0.0; d];
+                e[j] = 1.0;
+                let inv_col = self.factors[c].solve(&e);
+                for i in 0..d {
+                    h[i * d + j] += resp * (u[c][i] * u[c][j] - inv_col[i]);
+                }
+            }
+            for i in 0..d {
+                score[i] += resp * u[c][i];
+            }
+        }
+        for i in 0..d {
+            for j in 0..d {
+                h[i * d + j] -= score[i] * score[j];
+            }
+        }
+        h
+    }
+}
+
+impl GaussianMixture {
+    /// Hessian of log p_sigma (the VE marginal N(m_k, S_k + sigma^2 I)) per row of `x`:
+    /// row-major D x D blocks, concatenated. Its trace is the divergence of [`Self::score_ve`].
+    pub fn score_hessian_ve(&self, x: &[f64], sigma: f64) -> Vec<f64> {
+        let nm = self.noised(1.0, sigma);
+        x.chunks(self.dim)
+            .flat_map(|row| nm.hessian_at(row))
+            .collect()
+    }
+}
+
 impl GaussianMixture {
     /// Validates and builds a mixture: weights positive (normalised to sum 1), one mean of
     /// length D and one SPD covariance per component.

@@ -167,3 +167,32 @@ fn invalid_mixtures_are_errors() {
     )
     .is_err());
 }
+
+#[test]
+fn score_hessian_is_the_jacobian_of_the_score() {
+    // Central differences of score_ve with h = 1e-5: truncation ~h^2 (third derivative of the
+    // score) ~ 1e-9, rounding ~1e-16/h = 1e-11 times the score scale; tol 1e-5 relative catches
+    // any formula error.
+    let gm = GaussianMixture::toy_2d();
+    let x = points();
+    for sigma in [0.0, 0.05, 0.5, 3.0] {
+        let h_all = gm.score_hessian_ve(&x, sigma);
+        for (r, row) in x.chunks(2).enumerate() {
+            for j in 0..2 {
+                let h = 1e-5;
+                let (mut p, mut m) = (row.to_vec(), row.to_vec());
+                p[j] += h;
+                m[j] -= h;
+                let (sp, sm) = (gm.score_ve(&p, sigma), gm.score_ve(&m, sigma));
+                for i in 0..2 {
+                    let fd = (sp[i] - sm[i]) / (2.0 * h);
+                    let got = h_all[r * 4 + i * 2 + j];
+                    assert!(
+                        (fd - got).abs() < 1e-5 * (1.0 + got.abs()),
+                        "sigma {sigma} row {r} ({i},{j}): fd {fd} vs {got}"
+                    );
+                }
+            }
+        }
+    }
+}

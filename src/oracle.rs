@@ -146,7 +146,8 @@ pub struct Posterior {
 }
 
 impl NoisedMixture<'_> {
-    fn at(&self, x: &[f64]) -> Posterior {
+    /// Per component k: the responsibility r_k = p(k | x) and C_k^{-1} (x - a m_k); and log p(x).
+    fn components(&self, x: &[f64]) -> (Vec<f64>, Vec<Vec<f64>>, f64) {
         let gm = self.gm;
         let k = gm.weights.len();
         let mut logs = Vec::with_capacity(k);
@@ -163,17 +164,22 @@ impl NoisedMixture<'_> {
             solved.push(cr);
         }
         let max = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let z: f64 = logs.iter().map(|l| (l - max).exp()).sum();
-        let log_density = max + z.ln();
+        let log_density = max + logs.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+        let resp = logs.iter().map(|l| (l - log_density).exp()).collect();
+        (resp, solved, log_density)
+    }
+
+    fn at(&self, x: &[f64]) -> Posterior {
+        let gm = self.gm;
+        let (resp, solved, log_density) = self.components(x);
         let d = gm.dim;
         let (mut x0, mut eps, mut score) = (vec![0.0; d], vec![0.0; d], vec![0.0; d]);
-        for c in 0..k {
-            let resp = (logs[c] - log_density).exp();
-            let s_cr = cov_mul(&gm.covs[c], &solved[c]);
+        for (c, (r, cr)) in resp.iter().zip(&solved).enumerate() {
+            let s_cr = cov_mul(&gm.covs[c], cr);
             for i in 0..d {
-                x0[i] += resp * (gm.means[c][i] + self.a * s_cr[i]);
-                eps[i] += resp * self.s * solved[c][i];
-                score[i] -= resp * solved[c][i];
+                x0[i] += r * (gm.means[c][i] + self.a * s_cr[i]);
+                eps[i] += r * self.s * cr[i];
+                score[i] -= r * cr[i];
             }
         }
         Posterior {
@@ -191,28 +197,15 @@ impl NoisedMixture<'_> {
     /// and the mixture score u = sum_k r_k u_k:
     /// `H = sum_k r_k (u_k u_k^T - C_k^{-1}) - u u^T`.
     fn hessian_at(&self, x: &[f64]) -> Vec<f64> {
-        let gm = self.gm;
-        let d = gm.dim;
-        let k = gm.weights.len();
-        let mut logs = Vec::with_capacity(k);
-        let mut u = Vec::with_capacity(k);
-        for c in 0..k {
-            let r: Vec<f64> = x
-                .iter()
-                .zip(&gm.means[c])
-                .map(|(x, m)| x - self.a * m)
-                .collect();
-            let cr = self.factors[c].solve(&r);
-            let quad: f64 = r.iter().zip(&cr).map(|(r, c)| r * c).sum();
-            logs.push(gm.weights[c].ln() + self.log_norm[c] - 0.5 * quad);
-            u.push(cr.into_iter().map(|v| -v).collect::<Vec<f64>>());
-        }
-        let max = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let log_z = max + logs.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+        let d = self.gm.dim;
+        let (resp, solved, _) = self.components(x);
+        let u: Vec<Vec<f64>> = solved
+            .iter()
+            .map(|cr| cr.iter().map(|v| -v).collect())
+            .collect();
         let mut h = vec![0.0; d * d];
         let mut score = vec![0.0; d];
-        for c in 0..k {
-            let resp = (logs[c] - log_z).exp();
+        for (c, &resp) in resp.iter().enumerate() {
             for j in 0..d {
                 // Column j of C_k^{-1}.
                 let mut e = vec![0.0; d];

@@ -142,6 +142,123 @@ pub fn karras_grid(
     g
 }
 
+/// alpha_bar that diffusers' sigma-space and DPM-Solver schedulers put in place of a zero
+/// terminal alpha_bar (`2**-24`, the smallest positive float16), so that sigma_max is finite
+/// (about 4096) instead of +inf.
+pub const ZERO_SNR_ALPHA_BAR: f64 = 1.0 / 16_777_216.0;
+
+/// The schedule as the sigma-space samplers see it: a zero-terminal-SNR last step (sigma = +inf,
+/// where x = x_t / a is undefined) is moved to alpha_bar = [`ZERO_SNR_ALPHA_BAR`], as diffusers'
+/// Euler, Heun and DPM-Solver schedulers do. Other schedules are returned unchanged.
+pub fn finite_sigma_schedule(schedule: &Schedule) -> Schedule {
+    let mut s = schedule.clone();
+    let last = s.len() - 1;
+    if !s.sigma[last].is_finite() {
+        let ab = ZERO_SNR_ALPHA_BAR;
+        s.alpha_bar[last] = ab;
+        s.sigma[last] = ((1.0 - ab) / ab).sqrt();
+    }
+    s
+}
+
+/// The sigma grid of the sigma-space samplers (Euler, Heun, Euler ancestral), as diffusers'
+/// `EulerDiscreteScheduler.set_timesteps(n)`: fractional `timesteps(spacing)`, sigmas
+/// interpolated in the schedule's sigma table, optionally replaced by Karras sigmas (rho = 7)
+/// between the first and last interpolated sigma with log-sigma-interpolated timesteps; then
+/// sigma = 0. A zero-terminal-SNR schedule is first made finite ([`finite_sigma_schedule`]).
+pub fn sigma_space_grid(
+    schedule: &Schedule,
+    spacing: Spacing,
+    n: usize,
+    steps_offset: usize,
+    karras: bool,
+) -> Vec<NoiseLevel> {
+    let s = finite_sigma_schedule(schedule);
+    let ts = timesteps(spacing, s.len(), n, steps_offset);
+    let plain = interpolated_sigma_grid(&s, &ts);
+    if karras {
+        let (sigma_max, sigma_min) = (plain[0].sigma, plain[plain.len() - 2].sigma);
+        karras_grid(&s, sigma_min, sigma_max, n, 7.0, false)
+    } else {
+        plain
+    }
+}
+
+/// DPM-Solver's integer timesteps (diffusers' `DPMSolverMultistepScheduler.set_timesteps`):
+/// linspace takes `linspace(0, T-1, n+1).round()[::-1][:-1]`, leading steps by `T // (n+1)`
+/// (plus `steps_offset`), trailing as in [`timesteps`].
+pub fn dpm_solver_timesteps(
+    spacing: Spacing,
+    num_train: usize,
+    n: usize,
+    steps_offset: usize,
+) -> Vec<usize> {
+    match spacing {
+        Spacing::Linspace => {
+            let mut t: Vec<usize> = linspace(0.0, num_train as f64 - 1.0, n + 1)
+                .into_iter()
+                .map(|t| round_half_even(t) as usize)
+                .collect();
+            t.reverse();
+            t.pop();
+            t
+        }
+        Spacing::Leading => {
+            let ratio = num_train / (n + 1);
+            (1..=n).rev().map(|i| i * ratio + steps_offset).collect()
+        }
+        Spacing::Trailing => discrete_timesteps(spacing, num_train, n, steps_offset),
+    }
+}
+
+/// DPM-Solver's grid (VP space): the schedule's levels at [`dpm_solver_timesteps`], or Karras
+/// sigmas (rho = 7) between the smallest and largest sigma of the whole training table with
+/// rounded recovered timesteps; then sigma = 0. As in diffusers, a zero-terminal-SNR table is
+/// made finite first ([`finite_sigma_schedule`]); the solver itself also accepts sigma = +inf.
+pub fn dpm_solver_grid(
+    schedule: &Schedule,
+    spacing: Spacing,
+    n: usize,
+    steps_offset: usize,
+    karras: bool,
+) -> Vec<NoiseLevel> {
+    let s = finite_sigma_schedule(schedule);
+    if karras {
+        karras_grid(&s, s.sigma[0], s.sigma[s.len() - 1], n, 7.0, true)
+    } else {
+        let ts = dpm_solver_timesteps(spacing, s.len(), n, steps_offset);
+        let mut g: Vec<NoiseLevel> = ts.iter().map(|&i| NoiseLevel::discrete(&s, i)).collect();
+        g.push(NoiseLevel::clean());
+        g
+    }
+}
+
+/// The ascending grid of DDIM inversion (clean to noisy) for sampling `timesteps` (descending
+/// code indices): level k has the noise of the state before inversion step k (the clean level
+/// `final_alpha_bar` first, then `timesteps` in ascending order) and, as in diffusers'
+/// `DDIMInverseScheduler`, the timestep value of the step's target level, since the clean level
+/// has no timestep a network was trained on. The last level is the end state, x_T.
+pub fn ddim_inversion_grid(
+    schedule: &Schedule,
+    timesteps: &[usize],
+    final_alpha_bar: f64,
+) -> Vec<NoiseLevel> {
+    let up: Vec<usize> = timesteps.iter().rev().copied().collect();
+    let mut g = Vec::with_capacity(up.len() + 1);
+    for (k, &t) in up.iter().enumerate() {
+        let sigma = if k == 0 {
+            NoiseLevel::from_alpha_bar(final_alpha_bar, 0.0).sigma
+        } else {
+            schedule.sigma[up[k - 1]]
+        };
+        g.push(NoiseLevel { sigma, t: t as f64 });
+    }
+    if let Some(&last) = up.last() {
+        g.push(NoiseLevel::discrete(schedule, last));
+    }
+    g
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,11 @@
 //! final one (usually `sigma = 0`): step `k` moves the state from `grid[k]` to `grid[k + 1]`,
 //! so `grid.len()` is the number of steps plus one.
 
+pub mod ddim;
 pub mod ddpm;
+pub mod dpm_solver;
 pub mod grid;
+pub mod karras;
 pub mod registry;
 
 use crate::denoiser::NoiseLevel;

@@ -8,7 +8,7 @@
 mod metrics;
 
 use burn::tensor::{DType, Device, Tensor};
-use diffuse::denoiser::NoiseLevel;
+use diffuse::denoiser::{Denoised, Denoiser, NoiseLevel};
 use diffuse::oracle::{Covariance, GaussianMixture};
 use diffuse::rng::{Replay, SampleRng};
 use diffuse::sample::ddim::{ddim_invert, sample_ddim, DdimOptions};
@@ -16,6 +16,7 @@ use diffuse::sample::dpm_solver::sample_dpmpp_2m;
 use diffuse::sample::grid::{ddim_inversion_grid, discrete_grid, discrete_timesteps, Spacing};
 use diffuse::sample::karras::{sample_euler, sample_heun, Churn};
 use diffuse::sample::registry::{sample, SamplerConfig, SamplerKind};
+use diffuse::sample::StepInfo;
 use diffuse::schedule::{karras_sigmas, Schedule, ScheduleConfig};
 use diffuse::tensor::{from_rows, to_vec};
 use metrics::{fresh, oracle_samples, Truth};
@@ -63,6 +64,54 @@ fn specs_cover_every_sampler_kind() {
             "{} is not in the suite",
             kind.name()
         );
+    }
+}
+
+/// Counts denoiser calls.
+struct Counting<'a> {
+    inner: &'a GaussianMixture,
+    calls: std::cell::Cell<usize>,
+}
+
+impl Denoiser for Counting<'_> {
+    fn denoise(&self, x_t: &Tensor<2>, levels: &[NoiseLevel], labels: Option<&[i64]>) -> Denoised {
+        self.calls.set(self.calls.get() + 1);
+        self.inner.denoise(x_t, levels, labels)
+    }
+}
+
+#[test]
+fn callbacks_and_nfe() {
+    // Each sampler reports once per step, ends at sigma = 0, and calls the denoiser
+    // `SamplerConfig::nfe` times (Heun: 2 steps - 1).
+    let (gm, s) = (GaussianMixture::toy_2d(), linear());
+    for spec in SPECS {
+        let cfg = SamplerConfig::parse(spec, 7).unwrap();
+        let den = Counting {
+            inner: &gm,
+            calls: std::cell::Cell::new(0),
+        };
+        let mut seen = Vec::new();
+        let mut cb = |i: &StepInfo| seen.push((i.step, i.steps, i.level.sigma));
+        let x = sample(
+            &cfg,
+            &den,
+            &s,
+            3,
+            2,
+            &Device::default(),
+            DType::F64,
+            1,
+            0,
+            None,
+            Some(&mut cb),
+        )
+        .unwrap();
+        assert_eq!(x.dims(), [3, 2]);
+        assert_eq!(den.calls.get(), cfg.nfe(), "{spec}: denoiser calls");
+        assert_eq!(seen.len(), 7, "{spec}: callbacks");
+        assert!(seen.iter().enumerate().all(|(k, s)| s.0 == k && s.1 == 7));
+        assert_eq!(seen[6].2, 0.0, "{spec}: final level");
     }
 }
 

@@ -285,6 +285,41 @@ mod tests {
     }
 
     #[test]
+    fn dpm_solver_and_inversion_grids() {
+        // diffusers: linspace(0, 999, 11).round()[::-1][:-1] (499.5 rounds to 500).
+        assert_eq!(
+            dpm_solver_timesteps(Spacing::Linspace, 1000, 10, 0),
+            vec![999, 899, 799, 699, 599, 500, 400, 300, 200, 100]
+        );
+        assert_eq!(
+            dpm_solver_timesteps(Spacing::Leading, 1000, 4, 1),
+            vec![801, 601, 401, 201]
+        );
+        let s = ScheduleConfig::default().build().unwrap();
+        // Inversion: level k carries the noise of the state before step k and the target's t.
+        let g = ddim_inversion_grid(&s, &[900, 500, 100], 1.0);
+        assert_eq!(g.len(), 4);
+        assert_eq!((g[0].sigma, g[0].t), (0.0, 100.0));
+        assert_eq!((g[1].sigma, g[1].t), (s.sigma[100], 500.0));
+        assert_eq!((g[2].sigma, g[2].t), (s.sigma[500], 900.0));
+        assert_eq!(g[3].sigma, s.sigma[900]);
+        // Zero terminal SNR: the sigma-space table is made finite as diffusers does.
+        let z = ScheduleConfig {
+            rescale_zero_terminal_snr: true,
+            ..ScheduleConfig::default()
+        }
+        .build()
+        .unwrap();
+        let f = finite_sigma_schedule(&z);
+        let want = ((1.0 - ZERO_SNR_ALPHA_BAR) / ZERO_SNR_ALPHA_BAR).sqrt();
+        assert!(z.sigma[999].is_infinite() && f.sigma[999] == want);
+        assert_eq!(f.sigma[..999], z.sigma[..999]);
+        // The Karras grid starts there (up to the rounding of (s^(1/7))^7: 1e-12 relative).
+        let g = sigma_space_grid(&z, Spacing::Trailing, 10, 0, true);
+        assert!((g[0].sigma / want - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
     fn grids_end_clean_and_decrease() {
         let s = ScheduleConfig::default().build().unwrap();
         for g in [

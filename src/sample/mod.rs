@@ -76,6 +76,28 @@ impl X0Clip {
     }
 }
 
+/// A denoiser whose x_0 prediction is clipped ([`X0Clip`]) and whose eps prediction is left as
+/// the inner denoiser gave it (as diffusers does: eps_hat is not recomputed from the clipped
+/// x0_hat). Gives clipping and dynamic thresholding to every sampler (Heun's and DPM-Solver's
+/// `clip_sample` / `thresholding` in diffusers) without a branch in the samplers.
+pub struct ClippedX0<D> {
+    pub inner: D,
+    pub clip: X0Clip,
+}
+
+impl<D: crate::denoiser::Denoiser> crate::denoiser::Denoiser for ClippedX0<D> {
+    fn denoise(
+        &self,
+        x_t: &Tensor<2>,
+        levels: &[NoiseLevel],
+        labels: Option<&[i64]>,
+    ) -> crate::denoiser::Denoised {
+        let mut out = self.inner.denoise(x_t, levels, labels);
+        out.x0 = self.clip.apply(out.x0);
+        out
+    }
+}
+
 /// Linear-interpolation quantile of sorted values (numpy's default method).
 pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;

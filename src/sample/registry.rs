@@ -7,7 +7,7 @@ use super::dpm_solver::sample_dpmpp_2m;
 use super::grid::{discrete_grid, discrete_timesteps, dpm_solver_grid, sigma_space_grid, Spacing};
 pub use super::karras::Churn;
 use super::karras::{sample_euler, sample_euler_ancestral, sample_heun};
-use super::{Callback, X0Clip};
+use super::{Callback, ClippedX0, X0Clip};
 use crate::denoiser::Denoiser;
 use crate::error::{Error, Result};
 use crate::rng::{NoiseSource, SampleRng};
@@ -85,7 +85,8 @@ pub struct SamplerConfig {
     pub karras: bool,
     /// DDPM variance.
     pub variance: VarianceType,
-    /// Clipping of the predicted x_0.
+    /// Clipping of the predicted x_0 (DDPM and DDIM clip in the step; the other samplers see
+    /// a [`ClippedX0`] denoiser).
     pub clip: X0Clip,
     /// Euler/Heun stochastic churn.
     pub churn: Churn,
@@ -158,7 +159,7 @@ const OPTION_KEYS: [(&str, &[SamplerKind]); 10] = {
         ("eta", &[Ddim, EulerAncestral]),
         ("karras", &[Euler, EulerAncestral, Heun, DpmPp2m]),
         ("variance", &[Ddpm]),
-        ("clip", &[Ddpm, Ddim]),
+        ("clip", &[Ddpm, Ddim, Euler, EulerAncestral, Heun, DpmPp2m]),
         ("s_churn", &[Euler, Heun]),
         ("s_tmin", &[Euler, Heun]),
         ("s_tmax", &[Euler, Heun]),
@@ -299,6 +300,10 @@ pub fn run<D: Denoiser + ?Sized>(
             }
         }
         SamplerKind::Euler | SamplerKind::EulerAncestral | SamplerKind::Heun => {
+            let denoiser = &ClippedX0 {
+                inner: denoiser,
+                clip: cfg.clip,
+            };
             let grid = sigma_space_grid(schedule, cfg.spacing, cfg.steps, 0, cfg.karras);
             let x = x_t.mul_scalar(grid[0].sigma.hypot(1.0));
             match cfg.kind {
@@ -312,6 +317,10 @@ pub fn run<D: Denoiser + ?Sized>(
             }
         }
         SamplerKind::DpmPp2m => {
+            let denoiser = &ClippedX0 {
+                inner: denoiser,
+                clip: cfg.clip,
+            };
             let grid = dpm_solver_grid(schedule, cfg.spacing, cfg.steps, 0, cfg.karras);
             sample_dpmpp_2m(denoiser, x_t, &grid, labels, callback)
         }

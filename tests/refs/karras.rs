@@ -17,7 +17,7 @@ use diffuse::rng::Replay;
 use diffuse::sample::dpm_solver::sample_dpmpp_2m;
 use diffuse::sample::grid::{dpm_solver_grid, sigma_space_grid};
 use diffuse::sample::karras::{sample_euler, sample_heun, Churn};
-use diffuse::sample::StepInfo;
+use diffuse::sample::{ClippedX0, StepInfo};
 use diffuse::tensor::to_vec;
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -130,6 +130,11 @@ fn check_sigma_runs(file: &Value, heun: bool, c: &mut Checker) {
         );
         let grid = grid_of(&cfg, n);
         let den = analytic_denoiser(file, &cfg);
+        // Heun's clip_sample (diffusers' Euler has none; the config then reads false).
+        let clipped = ClippedX0 {
+            inner: &den,
+            clip: cfg.clip(),
+        };
         let mut got: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
         let mut cb = |i: &StepInfo| got.push((to_vec(i.x), to_vec(i.x0_hat)));
         let x_init = tensor(&run["x_init"]);
@@ -246,9 +251,14 @@ pub fn check_dpm(file: &Value, c: &mut Checker) {
         let ts: Vec<f64> = grid[..n].iter().map(|l| l.t).collect();
         c.equal(&format!("{name} timesteps"), &ts, &nums(&run["timesteps"]));
         let den = analytic_denoiser(file, &cfg);
+        // DPM-Solver's `thresholding` applies to the data prediction.
+        let clipped = ClippedX0 {
+            inner: &den,
+            clip: cfg.clip(),
+        };
         let mut got: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
         let mut cb = |i: &StepInfo| got.push((to_vec(i.x), to_vec(i.x0_hat)));
-        sample_dpmpp_2m(&den, tensor(&run["x_init"]), &grid, None, Some(&mut cb));
+        sample_dpmpp_2m(&clipped, tensor(&run["x_init"]), &grid, None, Some(&mut cb));
         let tol = tolerance(run);
         let (samples, denoised) = (tensors(&run["samples"]), tensors(&run["denoised"]));
         c.equal(

@@ -142,7 +142,7 @@ fn check_sigma_runs(file: &Value, heun: bool, c: &mut Checker) {
         let churn = Churn::default();
         if heun {
             sample_heun(
-                &den,
+                &clipped,
                 x_init,
                 &grid,
                 &churn,
@@ -152,7 +152,7 @@ fn check_sigma_runs(file: &Value, heun: bool, c: &mut Checker) {
             );
         } else {
             sample_euler(
-                &den,
+                &clipped,
                 x_init,
                 &grid,
                 &churn,

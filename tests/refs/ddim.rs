@@ -129,7 +129,7 @@ pub fn check_run(file: &Value, c: &mut Checker) {
             eta,
             clip: cfg.clip(),
         };
-        let noises = if run["uses_noises"].as_bool().unwrap_or(false) {
+        let noises = if eta > 0.0 {
             tensors(&file["noises"])
         } else {
             Vec::new()

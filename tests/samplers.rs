@@ -8,7 +8,7 @@
 mod metrics;
 
 use burn::tensor::{DType, Device, Tensor};
-use diffuse::denoiser::{Denoised, Denoiser, NoiseLevel};
+use diffuse::denoiser::{Denoised, Denoiser, Guided, NoiseLevel};
 use diffuse::oracle::{Covariance, GaussianMixture};
 use diffuse::rng::{Replay, SampleRng};
 use diffuse::sample::ddim::{ddim_invert, sample_ddim, DdimOptions};
@@ -413,4 +413,36 @@ fn zero_terminal_snr_grids() {
     assert!(grid[0].sigma.is_infinite());
     let x = sample_dpmpp_2m(&gm, x_t(1000, 5), &grid, None, None);
     check("dpmpp-2m from sigma = inf", to_vec(&x));
+}
+
+#[test]
+fn guidance_adapter_runs_under_every_sampler() {
+    // Classifier-free guidance is a denoiser adapter (one batched call on [x; x]); with a
+    // label-blind inner denoiser cond = uncond, so any w must reproduce the plain run exactly.
+    let (gm, s) = (GaussianMixture::toy_2d(), linear());
+    let guided = Guided {
+        inner: &gm,
+        guidance_scale: 3.0,
+    };
+    let labels = [0i64, 1, 2, 1];
+    for spec in SPECS {
+        let cfg = SamplerConfig::parse(spec, 6).unwrap();
+        let dev = Device::default();
+        let plain = sample(&cfg, &gm, &s, 4, 2, &dev, DType::F64, 3, 0, None, None).unwrap();
+        let with_cfg = sample(
+            &cfg,
+            &guided,
+            &s,
+            4,
+            2,
+            &dev,
+            DType::F64,
+            3,
+            0,
+            Some(&labels),
+            None,
+        )
+        .unwrap();
+        assert_eq!(to_vec(&plain), to_vec(&with_cfg), "{spec}");
+    }
 }

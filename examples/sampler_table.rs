@@ -37,7 +37,6 @@ fn main() {
     let specs = [
         "ddpm",
         "ddim",
-        "ddim:eta=1",
         "euler",
         "euler:karras=true",
         "euler-ancestral:karras=true",

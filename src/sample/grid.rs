@@ -142,6 +142,123 @@ pub fn karras_grid(
     g
 }
 
+/// alpha_bar that diffusers' sigma-space and DPM-Solver schedulers put in place of a zero
+/// terminal alpha_bar (`2**-24`, the smallest positive float16), so that sigma_max is finite
+/// (about 4096) instead of +inf.
+pub const ZERO_SNR_ALPHA_BAR: f64 = 1.0 / 16_777_216.0;
+
+/// The schedule as the sigma-space samplers see it: a zero-terminal-SNR last step (sigma = +inf,
+/// where x = x_t / a is undefined) is moved to alpha_bar = [`ZERO_SNR_ALPHA_BAR`], as diffusers'
+/// Euler, Heun and DPM-Solver schedulers do. Other schedules are returned unchanged.
+pub fn finite_sigma_schedule(schedule: &Schedule) -> Schedule {
+    let mut s = schedule.clone();
+    let last = s.len() - 1;
+    if !s.sigma[last].is_finite() {
+        let ab = ZERO_SNR_ALPHA_BAR;
+        s.alpha_bar[last] = ab;
+        s.sigma[last] = ((1.0 - ab) / ab).sqrt();
+    }
+    s
+}
+
+/// The sigma grid of the sigma-space samplers (Euler, Heun, Euler ancestral), as diffusers'
+/// `EulerDiscreteScheduler.set_timesteps(n)`: fractional `timesteps(spacing)`, sigmas
+/// interpolated in the schedule's sigma table, optionally replaced by Karras sigmas (rho = 7)
+/// between the first and last interpolated sigma with log-sigma-interpolated timesteps; then
+/// sigma = 0. A zero-terminal-SNR schedule is first made finite ([`finite_sigma_schedule`]).
+pub fn sigma_space_grid(
+    schedule: &Schedule,
+    spacing: Spacing,
+    n: usize,
+    steps_offset: usize,
+    karras: bool,
+) -> Vec<NoiseLevel> {
+    let s = finite_sigma_schedule(schedule);
+    let ts = timesteps(spacing, s.len(), n, steps_offset);
+    let plain = interpolated_sigma_grid(&s, &ts);
+    if karras {
+        let (sigma_max, sigma_min) = (plain[0].sigma, plain[plain.len() - 2].sigma);
+        karras_grid(&s, sigma_min, sigma_max, n, 7.0, false)
+    } else {
+        plain
+    }
+}
+
+/// DPM-Solver's integer timesteps (diffusers' `DPMSolverMultistepScheduler.set_timesteps`):
+/// linspace takes `linspace(0, T-1, n+1).round()[::-1][:-1]`, leading steps by `T // (n+1)`
+/// (plus `steps_offset`), trailing as in [`timesteps`].
+pub fn dpm_solver_timesteps(
+    spacing: Spacing,
+    num_train: usize,
+    n: usize,
+    steps_offset: usize,
+) -> Vec<usize> {
+    match spacing {
+        Spacing::Linspace => {
+            let mut t: Vec<usize> = linspace(0.0, num_train as f64 - 1.0, n + 1)
+                .into_iter()
+                .map(|t| round_half_even(t) as usize)
+                .collect();
+            t.reverse();
+            t.pop();
+            t
+        }
+        Spacing::Leading => {
+            let ratio = num_train / (n + 1);
+            (1..=n).rev().map(|i| i * ratio + steps_offset).collect()
+        }
+        Spacing::Trailing => discrete_timesteps(spacing, num_train, n, steps_offset),
+    }
+}
+
+/// DPM-Solver's grid (VP space): the schedule's levels at [`dpm_solver_timesteps`], or Karras
+/// sigmas (rho = 7) between the smallest and largest sigma of the whole training table with
+/// rounded recovered timesteps; then sigma = 0. As in diffusers, a zero-terminal-SNR table is
+/// made finite first ([`finite_sigma_schedule`]); the solver itself also accepts sigma = +inf.
+pub fn dpm_solver_grid(
+    schedule: &Schedule,
+    spacing: Spacing,
+    n: usize,
+    steps_offset: usize,
+    karras: bool,
+) -> Vec<NoiseLevel> {
+    let s = finite_sigma_schedule(schedule);
+    if karras {
+        karras_grid(&s, s.sigma[0], s.sigma[s.len() - 1], n, 7.0, true)
+    } else {
+        let ts = dpm_solver_timesteps(spacing, s.len(), n, steps_offset);
+        let mut g: Vec<NoiseLevel> = ts.iter().map(|&i| NoiseLevel::discrete(&s, i)).collect();
+        g.push(NoiseLevel::clean());
+        g
+    }
+}
+
+/// The ascending grid of DDIM inversion (clean to noisy) for sampling `timesteps` (descending
+/// code indices): level k has the noise of the state before inversion step k (the clean level
+/// `final_alpha_bar` first, then `timesteps` in ascending order) and, as in diffusers'
+/// `DDIMInverseScheduler`, the timestep value of the step's target level, since the clean level
+/// has no timestep a network was trained on. The last level is the end state, x_T.
+pub fn ddim_inversion_grid(
+    schedule: &Schedule,
+    timesteps: &[usize],
+    final_alpha_bar: f64,
+) -> Vec<NoiseLevel> {
+    let up: Vec<usize> = timesteps.iter().rev().copied().collect();
+    let mut g = Vec::with_capacity(up.len() + 1);
+    for (k, &t) in up.iter().enumerate() {
+        let sigma = if k == 0 {
+            NoiseLevel::from_alpha_bar(final_alpha_bar, 0.0).sigma
+        } else {
+            schedule.sigma[up[k - 1]]
+        };
+        g.push(NoiseLevel { sigma, t: t as f64 });
+    }
+    if let Some(&last) = up.last() {
+        g.push(NoiseLevel::discrete(schedule, last));
+    }
+    g
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +282,41 @@ mod tests {
         assert_eq!(round_half_even(812.5), 812.0);
         assert_eq!(round_half_even(813.5), 814.0);
         assert_eq!(round_half_even(-0.5), 0.0);
+    }
+
+    #[test]
+    fn dpm_solver_and_inversion_grids() {
+        // diffusers: linspace(0, 999, 11).round()[::-1][:-1] (499.5 rounds to 500).
+        assert_eq!(
+            dpm_solver_timesteps(Spacing::Linspace, 1000, 10, 0),
+            vec![999, 899, 799, 699, 599, 500, 400, 300, 200, 100]
+        );
+        assert_eq!(
+            dpm_solver_timesteps(Spacing::Leading, 1000, 4, 1),
+            vec![801, 601, 401, 201]
+        );
+        let s = ScheduleConfig::default().build().unwrap();
+        // Inversion: level k carries the noise of the state before step k and the target's t.
+        let g = ddim_inversion_grid(&s, &[900, 500, 100], 1.0);
+        assert_eq!(g.len(), 4);
+        assert_eq!((g[0].sigma, g[0].t), (0.0, 100.0));
+        assert_eq!((g[1].sigma, g[1].t), (s.sigma[100], 500.0));
+        assert_eq!((g[2].sigma, g[2].t), (s.sigma[500], 900.0));
+        assert_eq!(g[3].sigma, s.sigma[900]);
+        // Zero terminal SNR: the sigma-space table is made finite as diffusers does.
+        let z = ScheduleConfig {
+            rescale_zero_terminal_snr: true,
+            ..ScheduleConfig::default()
+        }
+        .build()
+        .unwrap();
+        let f = finite_sigma_schedule(&z);
+        let want = ((1.0 - ZERO_SNR_ALPHA_BAR) / ZERO_SNR_ALPHA_BAR).sqrt();
+        assert!(z.sigma[999].is_infinite() && f.sigma[999] == want);
+        assert_eq!(f.sigma[..999], z.sigma[..999]);
+        // The Karras grid starts there (up to the rounding of (s^(1/7))^7: 1e-12 relative).
+        let g = sigma_space_grid(&z, Spacing::Trailing, 10, 0, true);
+        assert!((g[0].sigma / want - 1.0).abs() < 1e-12);
     }
 
     #[test]

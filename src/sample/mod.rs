@@ -5,9 +5,24 @@
 //! A grid is a slice of [`NoiseLevel`]s in sampling order, from the starting level to the
 //! final one (usually `sigma = 0`): step `k` moves the state from `grid[k]` to `grid[k + 1]`,
 //! so `grid.len()` is the number of steps plus one.
+//!
+//! | file | samplers | state | grid builder |
+//! |---|---|---|---|
+//! | `ddpm.rs` | DDPM ancestral (Algorithm 2) | VP, `x_t` | [`grid::discrete_grid`] |
+//! | `ddim.rs` | DDIM (eta in [0, 1]), DDIM inversion | VP, `x_t` | [`grid::discrete_grid`], [`grid::ddim_inversion_grid`] |
+//! | `karras.rs` | Euler, Heun (+ churn), Euler ancestral | VE, `x = x_t / a` | [`grid::sigma_space_grid`] |
+//! | `dpm_solver.rs` | DPM-Solver++(2M) | VP, `x_t` | [`grid::dpm_solver_grid`] |
+//!
+//! Zero terminal SNR (sigma = +inf, a = 0 at the first level): the VP samplers step from it as
+//! is; the VE samplers cannot hold x = x_t / a there, so their grid builders move that level to
+//! alpha_bar = 2^-24 (sigma ~ 4096), as diffusers does. No sampler branches on the prediction
+//! type: the [`crate::denoiser::Denoiser`] gives x0 and eps, and [`ClippedX0`] adds clipping.
 
+pub mod ddim;
 pub mod ddpm;
+pub mod dpm_solver;
 pub mod grid;
+pub mod karras;
 pub mod registry;
 
 use crate::denoiser::NoiseLevel;
@@ -70,6 +85,28 @@ impl X0Clip {
                 crate::tensor::from_rows_like(out, &x0)
             }
         }
+    }
+}
+
+/// A denoiser whose x_0 prediction is clipped ([`X0Clip`]) and whose eps prediction is left as
+/// the inner denoiser gave it (as diffusers does: eps_hat is not recomputed from the clipped
+/// x0_hat). Gives clipping and dynamic thresholding to every sampler (Heun's and DPM-Solver's
+/// `clip_sample` / `thresholding` in diffusers) without a branch in the samplers.
+pub struct ClippedX0<D> {
+    pub inner: D,
+    pub clip: X0Clip,
+}
+
+impl<D: crate::denoiser::Denoiser> crate::denoiser::Denoiser for ClippedX0<D> {
+    fn denoise(
+        &self,
+        x_t: &Tensor<2>,
+        levels: &[NoiseLevel],
+        labels: Option<&[i64]>,
+    ) -> crate::denoiser::Denoised {
+        let mut out = self.inner.denoise(x_t, levels, labels);
+        out.x0 = self.clip.apply(out.x0);
+        out
     }
 }
 

@@ -1,9 +1,13 @@
 //! Picking a sampler by name and options (CLI / config), building its grid and start state,
 //! and running it: the one entry point `diffuse sample` and `diffuse eval` use.
 
+use super::ddim::{sample_ddim, DdimOptions};
 use super::ddpm::{sample_ddpm, DdpmOptions};
-use super::grid::{discrete_grid, discrete_timesteps, Spacing};
-use super::{Callback, X0Clip};
+use super::dpm_solver::sample_dpmpp_2m;
+use super::grid::{discrete_grid, discrete_timesteps, dpm_solver_grid, sigma_space_grid, Spacing};
+pub use super::karras::Churn;
+use super::karras::{sample_euler, sample_euler_ancestral, sample_heun};
+use super::{Callback, ClippedX0, X0Clip};
 use crate::denoiser::Denoiser;
 use crate::error::{Error, Result};
 use crate::rng::{NoiseSource, SampleRng};
@@ -67,33 +71,13 @@ impl SamplerKind {
     }
 }
 
-/// EDM's stochastic churn (Karras et al. 2022, Algorithm 2) for Euler and Heun.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Churn {
-    pub s_churn: f64,
-    pub s_tmin: f64,
-    pub s_tmax: f64,
-    pub s_noise: f64,
-}
-
-impl Default for Churn {
-    fn default() -> Self {
-        Churn {
-            s_churn: 0.0,
-            s_tmin: 0.0,
-            s_tmax: f64::INFINITY,
-            s_noise: 1.0,
-        }
-    }
-}
-
 /// A sampler and its options, as a user picks them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SamplerConfig {
     pub kind: SamplerKind,
     /// Number of denoising steps (network calls, except Heun's 2 per step).
     pub steps: usize,
-    /// DDIM's eta (0 = deterministic, 1 = DDPM-like).
+    /// DDIM's eta (0 = deterministic, 1 = DDPM-like); Euler ancestral's (1 = full ancestral).
     pub eta: f64,
     /// Timestep spacing of discrete grids.
     pub spacing: Spacing,
@@ -101,7 +85,8 @@ pub struct SamplerConfig {
     pub karras: bool,
     /// DDPM variance.
     pub variance: VarianceType,
-    /// Clipping of the predicted x_0.
+    /// Clipping of the predicted x_0 (DDPM and DDIM clip in the step; the other samplers see
+    /// a [`ClippedX0`] denoiser).
     pub clip: X0Clip,
     /// Euler/Heun stochastic churn.
     pub churn: Churn,
@@ -113,7 +98,11 @@ impl SamplerConfig {
         SamplerConfig {
             kind,
             steps,
-            eta: 0.0,
+            eta: if kind == SamplerKind::EulerAncestral {
+                1.0
+            } else {
+                0.0
+            },
             spacing: match kind {
                 SamplerKind::Ddpm | SamplerKind::Ddim => Spacing::Trailing,
                 _ => Spacing::Linspace,
@@ -125,7 +114,15 @@ impl SamplerConfig {
         }
     }
 
-    /// Validates the options (steps >= 1 and <= T, eta in [0, 1]).
+    /// Denoiser calls of one run (Heun: 2 per step but 1 on the last, which goes to sigma = 0).
+    pub fn nfe(&self) -> usize {
+        match self.kind {
+            SamplerKind::Heun => 2 * self.steps - 1,
+            _ => self.steps,
+        }
+    }
+
+    /// Validates the options (steps >= 1 and <= T, eta in [0, 1], churn parameters).
     pub fn validate(&self, schedule: &Schedule) -> Result<()> {
         if self.steps == 0 || self.steps > schedule.len() {
             return Err(Error::config(
@@ -139,12 +136,201 @@ impl SamplerConfig {
                 format!("{} is outside [0, 1]", self.eta),
             ));
         }
+        let c = &self.churn;
+        if !(c.s_churn >= 0.0 && c.s_noise >= 0.0 && c.s_tmin <= c.s_tmax) {
+            return Err(Error::config(
+                "churn",
+                format!("{c:?}: need s_churn >= 0, s_noise >= 0 and s_tmin <= s_tmax"),
+            ));
+        }
         Ok(())
     }
 }
 
+/// The option keys of the compact form, and which samplers take each.
+const OPTION_KEYS: [(&str, &[SamplerKind]); 10] = {
+    use SamplerKind::*;
+    [
+        ("steps", &[Ddpm, Ddim, Euler, EulerAncestral, Heun, DpmPp2m]),
+        (
+            "spacing",
+            &[Ddpm, Ddim, Euler, EulerAncestral, Heun, DpmPp2m],
+        ),
+        ("eta", &[Ddim, EulerAncestral]),
+        ("karras", &[Euler, EulerAncestral, Heun, DpmPp2m]),
+        ("variance", &[Ddpm]),
+        ("clip", &[Ddpm, Ddim, Euler, EulerAncestral, Heun, DpmPp2m]),
+        ("s_churn", &[Euler, Heun]),
+        ("s_tmin", &[Euler, Heun]),
+        ("s_tmax", &[Euler, Heun]),
+        ("s_noise", &[Euler, Heun]),
+    ]
+};
+
+fn parse_f64(key: &'static str, value: &str) -> Result<f64> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|v| !v.is_nan())
+        .ok_or_else(|| Error::config(key, format!("{value:?} is not a number")))
+}
+
+impl SamplerConfig {
+    /// Parses the compact form `name[:key=value,...]`, e.g. `ddim:eta=0.5,spacing=trailing` or
+    /// `heun:karras=true,s_churn=40`. Keys: `steps`, `spacing` (linspace / leading / trailing),
+    /// `eta`, `karras` (true / false), `variance` (fixed_small / fixed_large / learned_range),
+    /// `clip` (none, a range such as 1, or `dynamic`), `s_churn`, `s_tmin`, `s_tmax`, `s_noise`.
+    /// `steps` is the step count unless the string sets it. A key the sampler does not take is
+    /// an error, as is an unknown key or value.
+    pub fn parse(spec: &str, steps: usize) -> Result<Self> {
+        let (name, opts) = match spec.split_once(':') {
+            Some((n, o)) => (n.trim(), o),
+            None => (spec.trim(), ""),
+        };
+        let kind = SamplerKind::from_name(name)?;
+        let mut cfg = SamplerConfig::new(kind, steps);
+        for pair in opts.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                Error::config("sampler", format!("{pair:?} is not of the form key=value"))
+            })?;
+            let (key, value) = (key.trim(), value.trim());
+            let Some(&(key, takers)) = OPTION_KEYS.iter().find(|(k, _)| *k == key) else {
+                let keys: Vec<&str> = OPTION_KEYS.iter().map(|(k, _)| *k).collect();
+                return Err(Error::config(
+                    "sampler",
+                    format!(
+                        "unknown option {key:?}; expected one of {}",
+                        keys.join(", ")
+                    ),
+                ));
+            };
+            if !takers.contains(&kind) {
+                return Err(Error::config(
+                    "sampler",
+                    format!("{} does not take the option {key:?}", kind.name()),
+                ));
+            }
+            match key {
+                "steps" => {
+                    cfg.steps = value.parse().map_err(|_| {
+                        Error::config("steps", format!("{value:?} is not a step count"))
+                    })?
+                }
+                "spacing" => {
+                    cfg.spacing = Spacing::from_name(value).ok_or_else(|| {
+                        Error::config(
+                            "spacing",
+                            format!("{value:?}; expected linspace, leading or trailing"),
+                        )
+                    })?
+                }
+                "eta" => cfg.eta = parse_f64("eta", value)?,
+                "karras" => {
+                    cfg.karras = value.parse().map_err(|_| {
+                        Error::config("karras", format!("{value:?}; expected true or false"))
+                    })?
+                }
+                "variance" => {
+                    cfg.variance = match value {
+                        "fixed_small" => VarianceType::FixedSmall,
+                        "fixed_large" => VarianceType::FixedLarge,
+                        "learned_range" => VarianceType::LearnedRange,
+                        _ => {
+                            return Err(Error::config(
+                                "variance",
+                                format!(
+                                    "{value:?}; expected fixed_small, fixed_large or learned_range"
+                                ),
+                            ))
+                        }
+                    }
+                }
+                "clip" => {
+                    cfg.clip = match value {
+                        "none" => X0Clip::None,
+                        "dynamic" => X0Clip::Dynamic {
+                            ratio: 0.995,
+                            max_value: 1.0,
+                        },
+                        v => X0Clip::Clip {
+                            range: parse_f64("clip", v)?,
+                        },
+                    }
+                }
+                "s_churn" => cfg.churn.s_churn = parse_f64("s_churn", value)?,
+                "s_tmin" => cfg.churn.s_tmin = parse_f64("s_tmin", value)?,
+                "s_tmax" => cfg.churn.s_tmax = parse_f64("s_tmax", value)?,
+                _ => cfg.churn.s_noise = parse_f64("s_noise", value)?,
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// Runs the configured sampler from `x_t`, a draw of x_T ~ N(0, I) in VP scaling (the
+/// sigma-space samplers start from the VE state x_t * sqrt(1 + sigma_max^2)). `noise` feeds
+/// the stochastic samplers. Returns x_0.
+pub fn run<D: Denoiser + ?Sized>(
+    cfg: &SamplerConfig,
+    denoiser: &D,
+    schedule: &Schedule,
+    x_t: Tensor<2>,
+    noise: &mut dyn NoiseSource,
+    labels: Option<&[i64]>,
+    callback: Callback,
+) -> Result<Tensor<2>> {
+    cfg.validate(schedule)?;
+    let t_len = schedule.len();
+    let x = match cfg.kind {
+        SamplerKind::Ddpm | SamplerKind::Ddim => {
+            let ts = discrete_timesteps(cfg.spacing, t_len, cfg.steps, 0);
+            let grid = discrete_grid(schedule, &ts, 1.0);
+            if cfg.kind == SamplerKind::Ddpm {
+                let opts = DdpmOptions {
+                    variance: cfg.variance,
+                    clip: cfg.clip,
+                };
+                sample_ddpm(denoiser, x_t, &grid, &opts, noise, labels, callback)
+            } else {
+                let opts = DdimOptions {
+                    eta: cfg.eta,
+                    clip: cfg.clip,
+                };
+                sample_ddim(denoiser, x_t, &grid, &opts, noise, labels, callback)
+            }
+        }
+        SamplerKind::Euler | SamplerKind::EulerAncestral | SamplerKind::Heun => {
+            let denoiser = &ClippedX0 {
+                inner: denoiser,
+                clip: cfg.clip,
+            };
+            let grid = sigma_space_grid(schedule, cfg.spacing, cfg.steps, 0, cfg.karras);
+            let x = x_t.mul_scalar(grid[0].sigma.hypot(1.0));
+            match cfg.kind {
+                SamplerKind::Euler => {
+                    sample_euler(denoiser, x, &grid, &cfg.churn, noise, labels, callback)
+                }
+                SamplerKind::Heun => {
+                    sample_heun(denoiser, x, &grid, &cfg.churn, noise, labels, callback)
+                }
+                _ => sample_euler_ancestral(denoiser, x, &grid, cfg.eta, noise, labels, callback),
+            }
+        }
+        SamplerKind::DpmPp2m => {
+            let denoiser = &ClippedX0 {
+                inner: denoiser,
+                clip: cfg.clip,
+            };
+            let grid = dpm_solver_grid(schedule, cfg.spacing, cfg.steps, 0, cfg.karras);
+            sample_dpmpp_2m(denoiser, x_t, &grid, labels, callback)
+        }
+    };
+    Ok(x)
+}
+
 /// Draws `n` samples of dimension `d`: x_T from the per-sample streams of `seed` (sample `i`
-/// is sample `first_index + i` of that seed), then the configured sampler. Returns x_0.
+/// is sample `first_index + i` of that seed, and its later noise comes from the same stream),
+/// then the configured sampler. Returns x_0.
 #[allow(clippy::too_many_arguments)]
 pub fn sample<D: Denoiser + ?Sized>(
     cfg: &SamplerConfig,
@@ -162,22 +348,46 @@ pub fn sample<D: Denoiser + ?Sized>(
     cfg.validate(schedule)?;
     let mut rng = SampleRng::new(seed, first_index, n);
     let x_t = from_rows(rng.normal(d), n, d, device, dtype);
-    let noise: &mut dyn NoiseSource = &mut rng;
-    match cfg.kind {
-        SamplerKind::Ddpm => {
-            let ts = discrete_timesteps(cfg.spacing, schedule.len(), cfg.steps, 0);
-            let grid = discrete_grid(schedule, &ts, 1.0);
-            let opts = DdpmOptions {
-                variance: cfg.variance,
-                clip: cfg.clip,
-            };
-            Ok(sample_ddpm(
-                denoiser, x_t, &grid, &opts, noise, labels, callback,
-            ))
+    run(cfg, denoiser, schedule, x_t, &mut rng, labels, callback)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_form_parses_and_rejects_clearly() {
+        let c = SamplerConfig::parse("ddim:eta=0.5,spacing=leading", 20).unwrap();
+        assert_eq!(
+            (c.kind, c.eta, c.spacing, c.steps),
+            (SamplerKind::Ddim, 0.5, Spacing::Leading, 20)
+        );
+        let c = SamplerConfig::parse("heun: karras=true, s_churn=40, steps=18", 50).unwrap();
+        assert!(c.karras && c.churn.s_churn == 40.0 && c.steps == 18);
+        let c = SamplerConfig::parse("dpmpp-2m", 20).unwrap();
+        assert_eq!(c, SamplerConfig::new(SamplerKind::DpmPp2m, 20));
+        let c = SamplerConfig::parse("ddpm:variance=fixed_large,clip=1", 10).unwrap();
+        assert_eq!(c.clip, X0Clip::Clip { range: 1.0 });
+        for (bad, needle) in [
+            ("dpm", "unknown sampler"),
+            ("ddim:eta", "key=value"),
+            ("ddim:etaa=1", "unknown option"),
+            ("ddpm:eta=0.5", "does not take"),
+            ("ddim:eta=x", "not a number"),
+            ("euler:spacing=even", "expected linspace"),
+            ("heun:karras=yes", "true or false"),
+        ] {
+            let err = SamplerConfig::parse(bad, 10).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
         }
-        other => Err(Error::config(
-            "sampler",
-            format!("{} is not wired into the registry yet", other.name()),
-        )),
+        let s = crate::schedule::ScheduleConfig::default().build().unwrap();
+        assert!(SamplerConfig::parse("ddim:eta=1.5", 10)
+            .unwrap()
+            .validate(&s)
+            .is_err());
+        assert!(SamplerConfig::parse("ddim:steps=0", 10)
+            .unwrap()
+            .validate(&s)
+            .is_err());
     }
 }

@@ -3,9 +3,12 @@
 
 use burn::tensor::{DType, Device, Tensor};
 use diffuse::compat::DiffusersSchedulerConfig;
-use diffuse::denoiser::Network;
+use diffuse::denoiser::{
+    Denoised, Denoiser, Network, NetworkDenoiser, NoiseLevel, Parameterization,
+};
 use diffuse::tensor::{from_rows, to_vec};
 use serde_json::Value;
+use std::cell::RefCell;
 
 /// A JSON `{"shape": [...], "data": [...]}` array as a float64 `[shape[0], rest]` tensor
 /// (scheduler steps are elementwise, so the trailing dimensions flatten without loss).
@@ -151,4 +154,70 @@ impl Network for AnalyticModel {
         let col = from_rows(shift, n, 1, &x.device(), x.dtype());
         x.mul_scalar(self.a) + col.expand([n, d])
     }
+}
+
+impl Checker {
+    /// |got - want| <= tol for every element (absolute: fractional timesteps).
+    pub fn close_abs(&mut self, what: &str, got: &[f64], want: &[f64], tol: f64) {
+        self.comparisons += 1;
+        if got.len() != want.len() {
+            self.failures.push(format!(
+                "{what}: {} values, expected {}",
+                got.len(),
+                want.len()
+            ));
+            return;
+        }
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let err = (g - w).abs();
+            let err = if err.is_nan() { f64::INFINITY } else { err };
+            self.max_ratio = self.max_ratio.max(err / tol);
+            if err > tol {
+                self.failures.push(format!(
+                    "{what}: element {i} is {g} but the reference is {w} (error {err:.3e} > tol {tol:.3e})"
+                ));
+                return;
+            }
+        }
+    }
+}
+
+/// A denoiser wrapper that records every input x_t it is called with (the files' `model_inputs`)
+/// and the level of each call.
+pub struct Recording<D> {
+    pub inner: D,
+    pub inputs: RefCell<Vec<Vec<f64>>>,
+    pub levels: RefCell<Vec<NoiseLevel>>,
+}
+
+impl<D> Recording<D> {
+    pub fn new(inner: D) -> Self {
+        Recording {
+            inner,
+            inputs: RefCell::new(Vec::new()),
+            levels: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+impl<D: Denoiser> Denoiser for Recording<D> {
+    fn denoise(&self, x_t: &Tensor<2>, levels: &[NoiseLevel], labels: Option<&[i64]>) -> Denoised {
+        self.inputs.borrow_mut().push(to_vec(x_t));
+        self.levels.borrow_mut().push(levels[0]);
+        self.inner.denoise(x_t, levels, labels)
+    }
+}
+
+/// The analytic model of a run file as a denoiser of the config's prediction type.
+pub fn analytic_denoiser(
+    file: &Value,
+    cfg: &DiffusersSchedulerConfig,
+) -> Recording<NetworkDenoiser<AnalyticModel>> {
+    Recording::new(NetworkDenoiser {
+        net: AnalyticModel::from_json(&file["model"], cfg.num_train_timesteps),
+        parameterization: Parameterization::Discrete {
+            prediction: cfg.prediction().expect("prediction type"),
+            learned_variance: false,
+        },
+    })
 }

@@ -3,16 +3,27 @@
 
 use crate::error::{Error, Result};
 use crate::prediction::PredictionType;
+use crate::sample::dpm_solver::{DpmAlgorithm, DpmSolverOptions, DpmSolverType};
 use crate::sample::grid::Spacing;
+use crate::sample::sigma_grid::{
+    DpmGridOptions, FinalSigma, Interpolation, ModelTime, SigmaConversion, SigmaGridOptions,
+};
 use crate::sample::X0Clip;
 use crate::schedule::{BetaSchedule, Schedule, ScheduleConfig};
 use crate::variance::VarianceType;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-/// The fields of a diffusers scheduler config that this crate uses; unknown fields are ignored.
+/// The fields of a diffusers scheduler config that this crate reads. Fields it does not know are
+/// ignored; [`DiffusersSchedulerConfig::check_supported`] rejects, by name, every known option
+/// whose value this crate cannot reproduce. Defaults are diffusers' (0.42) where the schedulers
+/// agree; `timestep_spacing` defaults to DDPM/DDIM's `leading`, which the sigma-space and
+/// DPM-Solver configs always spell out.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct DiffusersSchedulerConfig {
+    /// The scheduler class (`DDPMScheduler`, `EulerDiscreteScheduler`, ...).
+    #[serde(rename = "_class_name")]
+    pub class_name: Option<String>,
     pub num_train_timesteps: usize,
     pub beta_start: f64,
     pub beta_end: f64,
@@ -30,6 +41,55 @@ pub struct DiffusersSchedulerConfig {
     pub timestep_spacing: String,
     pub rescale_betas_zero_snr: bool,
     pub use_karras_sigmas: bool,
+    pub use_exponential_sigmas: bool,
+    pub use_beta_sigmas: bool,
+    pub use_lu_lambdas: bool,
+    pub use_flow_sigmas: bool,
+    pub use_dynamic_shifting: bool,
+    /// Euler: `linear` (sigma interpolated at the timesteps) or `log_linear`.
+    pub interpolation_type: String,
+    /// Euler: overrides of the ends of Karras / exponential sigmas.
+    #[serde(deserialize_with = "optional_number")]
+    pub sigma_min: Option<f64>,
+    #[serde(deserialize_with = "optional_number")]
+    pub sigma_max: Option<f64>,
+    /// Euler: `discrete` (table index) or `continuous` (ln(sigma)/4, with v-prediction only).
+    pub timestep_type: String,
+    /// Euler / DPM-Solver: the last sigma of the grid, `zero` or `sigma_min`.
+    pub final_sigmas_type: String,
+    pub solver_order: usize,
+    pub algorithm_type: String,
+    pub solver_type: String,
+    pub lower_order_final: bool,
+    pub euler_at_final: bool,
+    #[serde(deserialize_with = "number")]
+    pub lambda_min_clipped: f64,
+}
+
+/// The error for a config value this crate does not reproduce.
+fn unsupported(option: &'static str, value: &str) -> Error {
+    Error::config(option, format!("unsupported value {value}"))
+}
+
+/// A JSON number or a non-finite number written as a string (`"-inf"`).
+fn number<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        F(f64),
+        S(String),
+    }
+    match Num::deserialize(d)? {
+        Num::F(v) => Ok(v),
+        Num::S(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+/// [`number`] or null.
+fn optional_number<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(deserialize_with = "number")] f64);
+    Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
 }
 
 impl Default for DiffusersSchedulerConfig {
@@ -52,6 +112,23 @@ impl Default for DiffusersSchedulerConfig {
             timestep_spacing: "leading".into(),
             rescale_betas_zero_snr: false,
             use_karras_sigmas: false,
+            use_exponential_sigmas: false,
+            use_beta_sigmas: false,
+            use_lu_lambdas: false,
+            use_flow_sigmas: false,
+            use_dynamic_shifting: false,
+            interpolation_type: "linear".into(),
+            sigma_min: None,
+            sigma_max: None,
+            timestep_type: "discrete".into(),
+            final_sigmas_type: "zero".into(),
+            solver_order: 2,
+            algorithm_type: "dpmsolver++".into(),
+            solver_type: "midpoint".into(),
+            lower_order_final: true,
+            euler_at_final: false,
+            lambda_min_clipped: f64::NEG_INFINITY,
+            class_name: None,
         }
     }
 }
@@ -83,6 +160,9 @@ impl DiffusersSchedulerConfig {
                 beta_start,
                 beta_end,
             },
+            (None, name @ ("exp" | "laplace")) => {
+                BetaSchedule::from_name(name).expect("named alpha_bar schedule")
+            }
             (None, other) => {
                 return Err(Error::config(
                     "beta_schedule",
@@ -122,17 +202,204 @@ impl DiffusersSchedulerConfig {
         })
     }
 
-    /// The DDPM variance type (`fixed_small` when absent).
+    /// The DDPM variance type (`fixed_small` when absent). `fixed_small_log` is `fixed_small`:
+    /// diffusers draws its noise with std exp(log(beta_tilde) / 2), the same sigma.
+    /// `fixed_large_log` is refused: diffusers' step multiplies the noise by sqrt(log beta_t),
+    /// the square root of a negative number (NaN samples), which no formula here reproduces.
     pub fn variance(&self) -> Result<VarianceType> {
         match self.variance_type.as_deref() {
-            None | Some("fixed_small") => Ok(VarianceType::FixedSmall),
+            None | Some("fixed_small") | Some("fixed_small_log") => Ok(VarianceType::FixedSmall),
             Some("fixed_large") => Ok(VarianceType::FixedLarge),
+            Some("learned") => Ok(VarianceType::Learned),
             Some("learned_range") => Ok(VarianceType::LearnedRange),
-            Some(other) => Err(Error::config(
+            Some("fixed_large_log") => Err(unsupported(
                 "variance_type",
-                format!("{other:?} is not supported"),
+                "\"fixed_large_log\" (diffusers' DDPM step scales the noise by sqrt(log beta), which is NaN)",
             )),
+            Some(other) => Err(unsupported("variance_type", &format!("{other:?}"))),
         }
+    }
+
+    /// Whether the network also outputs a variance (`learned` / `learned_range`: twice the
+    /// channels, the prediction first).
+    pub fn learned_variance(&self) -> bool {
+        matches!(
+            self.variance_type.as_deref(),
+            Some("learned") | Some("learned_range")
+        )
+    }
+
+    /// Rejects, by option name, every value this crate does not reproduce for the config's
+    /// scheduler class (`_class_name`; without one, every option is checked). Called before a
+    /// config is used, so an unsupported config fails loudly instead of running as another.
+    pub fn check_supported(&self) -> Result<()> {
+        let class = self.class_name.as_deref().unwrap_or("");
+        self.schedule_config()?;
+        self.prediction()?;
+        self.spacing()?;
+        if class == "DDPMScheduler" {
+            self.variance()?;
+        }
+        if class == "DDIMInverseScheduler" && self.timestep_spacing == "linspace" {
+            return Err(unsupported(
+                "timestep_spacing",
+                "\"linspace\" (DDIMInverseScheduler has only leading and trailing)",
+            ));
+        }
+        let flags = [
+            (
+                "use_beta_sigmas",
+                self.use_beta_sigmas,
+                "needs the inverse CDF of Beta(0.6, 0.6) (scipy.stats.beta.ppf)",
+            ),
+            (
+                "use_flow_sigmas",
+                self.use_flow_sigmas,
+                "flow-matching sigmas are not a VP schedule",
+            ),
+            (
+                "use_dynamic_shifting",
+                self.use_dynamic_shifting,
+                "flow-matching time shift",
+            ),
+        ];
+        for (name, set, why) in flags {
+            if set {
+                return Err(unsupported(name, &format!("true ({why})")));
+            }
+        }
+        let conversions = [
+            self.use_karras_sigmas,
+            self.use_exponential_sigmas,
+            self.use_beta_sigmas,
+            self.use_lu_lambdas,
+        ];
+        if conversions.iter().filter(|&&b| b).count() > 1 {
+            return Err(Error::config(
+                "use_karras_sigmas",
+                "at most one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas and use_lu_lambdas may be set",
+            ));
+        }
+        self.sigma_grid_options()?;
+        if class == "DPMSolverMultistepScheduler" || class.is_empty() {
+            self.dpm_solver_options()?;
+            self.dpm_grid_options()?;
+        }
+        Ok(())
+    }
+
+    fn final_sigma(&self) -> Result<FinalSigma> {
+        match self.final_sigmas_type.as_str() {
+            "zero" => Ok(FinalSigma::Zero),
+            "sigma_min" => Ok(FinalSigma::SigmaMin),
+            other => Err(unsupported("final_sigmas_type", &format!("{other:?}"))),
+        }
+    }
+
+    /// The grid options of `EulerDiscreteScheduler` / `HeunDiscreteScheduler` (Heun's config
+    /// lacks the Euler-only fields, whose defaults then apply, as in diffusers).
+    pub fn sigma_grid_options(&self) -> Result<SigmaGridOptions> {
+        let interpolation = match self.interpolation_type.as_str() {
+            "linear" => Interpolation::Linear,
+            "log_linear" => Interpolation::LogLinear,
+            other => return Err(unsupported("interpolation_type", &format!("{other:?}"))),
+        };
+        let continuous = match self.timestep_type.as_str() {
+            "discrete" => false,
+            "continuous" => true,
+            other => return Err(unsupported("timestep_type", &format!("{other:?}"))),
+        };
+        let conversion = if self.use_karras_sigmas {
+            SigmaConversion::Karras
+        } else if self.use_exponential_sigmas {
+            SigmaConversion::Exponential
+        } else {
+            SigmaConversion::None
+        };
+        Ok(SigmaGridOptions {
+            spacing: self.spacing()?,
+            steps_offset: self.steps_offset,
+            interpolation,
+            conversion,
+            sigma_min: self.sigma_min,
+            sigma_max: self.sigma_max,
+            final_sigma: self.final_sigma()?,
+            // diffusers uses ln(sigma)/4 only together with v-prediction.
+            model_time: if continuous && self.prediction_type == "v_prediction" {
+                ModelTime::LogSigma
+            } else {
+                ModelTime::Index
+            },
+        })
+    }
+
+    /// The grid options of `DPMSolverMultistepScheduler`. Converted sigmas get rounded
+    /// timesteps for Karras sigmas and Lu lambdas (except on `squaredcos_cap_v2`, as diffusers)
+    /// and truncated ones otherwise (diffusers' integer cast).
+    pub fn dpm_grid_options(&self) -> Result<DpmGridOptions> {
+        let conversion = if self.use_karras_sigmas {
+            SigmaConversion::Karras
+        } else if self.use_exponential_sigmas || self.use_lu_lambdas {
+            SigmaConversion::Exponential
+        } else {
+            SigmaConversion::None
+        };
+        let rounded = (self.use_karras_sigmas || self.use_lu_lambdas)
+            && self.beta_schedule != "squaredcos_cap_v2";
+        Ok(DpmGridOptions {
+            spacing: self.spacing()?,
+            steps_offset: self.steps_offset,
+            conversion,
+            model_time: if rounded {
+                ModelTime::RoundedIndex
+            } else {
+                ModelTime::TruncatedIndex
+            },
+            final_sigma: self.final_sigma()?,
+            lambda_min_clipped: self.lambda_min_clipped,
+        })
+    }
+
+    /// The solver options of `DPMSolverMultistepScheduler`.
+    pub fn dpm_solver_options(&self) -> Result<DpmSolverOptions> {
+        let (algorithm, sde) = match self.algorithm_type.as_str() {
+            "dpmsolver++" => (DpmAlgorithm::DataPrediction, false),
+            "sde-dpmsolver++" => (DpmAlgorithm::DataPrediction, true),
+            "dpmsolver" => (DpmAlgorithm::NoisePrediction, false),
+            "sde-dpmsolver" => (DpmAlgorithm::NoisePrediction, true),
+            other => return Err(unsupported("algorithm_type", &format!("{other:?}"))),
+        };
+        let solver_type = match self.solver_type.as_str() {
+            "midpoint" => DpmSolverType::Midpoint,
+            "heun" => DpmSolverType::Heun,
+            other => return Err(unsupported("solver_type", &format!("{other:?}"))),
+        };
+        if !(1..=3).contains(&self.solver_order) {
+            return Err(unsupported(
+                "solver_order",
+                &format!("{} (1, 2 or 3)", self.solver_order),
+            ));
+        }
+        if self.solver_order == 3 && algorithm == DpmAlgorithm::NoisePrediction && sde {
+            return Err(unsupported(
+                "solver_order",
+                "3 with sde-dpmsolver (diffusers has no such update)",
+            ));
+        }
+        if algorithm == DpmAlgorithm::NoisePrediction && self.final_sigmas_type == "zero" {
+            return Err(unsupported(
+                "final_sigmas_type",
+                "\"zero\" with the noise-prediction algorithms (diffusers refuses it too)",
+            ));
+        }
+        Ok(DpmSolverOptions {
+            order: self.solver_order,
+            algorithm,
+            sde,
+            solver_type,
+            lower_order_final: self.lower_order_final,
+            euler_at_final: self.euler_at_final,
+        })
     }
 
     /// The x0 clipping: dynamic thresholding wins over plain clipping, as in diffusers.

@@ -47,6 +47,13 @@ pub enum BetaSchedule {
     Cosine { s: f64, max_beta: f64 },
     /// beta = sigmoid(linspace(-6, 6, T)) (beta_end - beta_start) + beta_start.
     Sigmoid { beta_start: f64, beta_end: f64 },
+    /// alpha_bar(u) = exp(-12 u) for u = t/T (diffusers' `exp`): a constant beta_t = 1 - e^{-12/T},
+    /// capped at `max_beta`.
+    Exp { max_beta: f64 },
+    /// diffusers' `laplace`: lambda(u) = -sign(1/2 - u) ln(1 - 2|1/2 - u| + 1e-6) / 2 for
+    /// u = t/T, alpha_bar(u) = sqrt(snr / (1 + snr)) with snr = exp(lambda),
+    /// beta_t = min(1 - alpha_bar(t/T)/alpha_bar((t-1)/T), max_beta).
+    Laplace { max_beta: f64 },
     /// A user-given array of T betas.
     Custom { betas: Vec<f64> },
 }
@@ -88,6 +95,8 @@ impl BetaSchedule {
             "scaled_linear" => Some(Self::scaled_linear()),
             "cosine" | "squaredcos_cap_v2" => Some(Self::cosine()),
             "sigmoid" => Some(Self::sigmoid()),
+            "exp" => Some(BetaSchedule::Exp { max_beta: 0.999 }),
+            "laplace" => Some(BetaSchedule::Laplace { max_beta: 0.999 }),
             _ => None,
         }
     }
@@ -164,6 +173,19 @@ impl BetaSchedule {
                 (0..t_max)
                     .map(|i| (1.0 - f((i + 1) as f64) / f(i as f64)).min(*max_beta))
                     .collect()
+            }
+            BetaSchedule::Exp { max_beta } => {
+                check_max_beta(*max_beta)?;
+                alpha_bar_betas(t_max, *max_beta, |u| (-12.0 * u).exp())
+            }
+            BetaSchedule::Laplace { max_beta } => {
+                check_max_beta(*max_beta)?;
+                alpha_bar_betas(t_max, *max_beta, |u: f64| {
+                    let lambda =
+                        -0.5 * 1f64.copysign(0.5 - u) * (1.0 - 2.0 * (0.5 - u).abs() + 1e-6).ln();
+                    let snr = lambda.exp();
+                    (snr / (1.0 + snr)).sqrt()
+                })
             }
             BetaSchedule::Custom { betas } => betas.clone(),
         })
@@ -393,6 +415,27 @@ impl Schedule {
         let w = t - low as f64;
         (1.0 - w) * self.sigma[low] + w * self.sigma[high]
     }
+}
+
+fn check_max_beta(max_beta: f64) -> Result<(), ScheduleError> {
+    if max_beta > 0.0 && max_beta < 1.0 {
+        Ok(())
+    } else {
+        Err(ScheduleError::Parameter {
+            name: "max_beta",
+            value: max_beta,
+            reason: "must be in (0, 1)",
+        })
+    }
+}
+
+/// beta_t = min(1 - alpha_bar(t/T) / alpha_bar((t-1)/T), max_beta) for t = 1..T: the betas of a
+/// continuous alpha_bar(u), u in [0, 1] (diffusers' `betas_for_alpha_bar`).
+fn alpha_bar_betas(t_max: usize, max_beta: f64, alpha_bar: impl Fn(f64) -> f64) -> Vec<f64> {
+    let n = t_max as f64;
+    (0..t_max)
+        .map(|i| (1.0 - alpha_bar((i + 1) as f64 / n) / alpha_bar(i as f64 / n)).min(max_beta))
+        .collect()
 }
 
 fn validate_betas(betas: &[f64], allow_last_one: bool) -> Result<(), ScheduleError> {

@@ -1,5 +1,5 @@
-//! Reverse-process variances (SPEC §3): `fixed_small` (beta_tilde), `fixed_large` (beta) and
-//! `learned_range` (improved DDPM). Each takes the two levels of a step, alpha_bar_t and
+//! Reverse-process variances (SPEC §3): `fixed_small` (beta_tilde), `fixed_large` (beta),
+//! `learned_range` (improved DDPM) and `learned` (the network outputs sigma^2 itself). Each takes the two levels of a step, alpha_bar_t and
 //! alpha_bar_prev, so the same formulas serve the full chain and subsampled grids, where
 //! beta_t is replaced by `1 - alpha_bar_t / alpha_bar_prev`.
 
@@ -17,6 +17,8 @@ pub enum VarianceType {
     FixedLarge,
     /// log sigma^2 = frac log beta_t + (1 - frac) log beta_tilde_t, frac = (v + 1)/2.
     LearnedRange,
+    /// sigma^2 = v, the network's variance output itself (diffusers' `learned`).
+    Learned,
 }
 
 /// beta of the step from alpha_bar_prev to alpha_bar_t: 1 - alpha_bar_t / alpha_bar_prev.
@@ -34,7 +36,7 @@ pub fn fixed_variance(kind: VarianceType, alpha_bar_t: f64, alpha_bar_prev: f64)
     match kind {
         VarianceType::FixedSmall => Some(posterior_variance(alpha_bar_t, alpha_bar_prev)),
         VarianceType::FixedLarge => Some(step_beta(alpha_bar_t, alpha_bar_prev)),
-        VarianceType::LearnedRange => None,
+        VarianceType::LearnedRange | VarianceType::Learned => None,
     }
 }
 

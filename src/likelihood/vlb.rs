@@ -79,6 +79,10 @@ fn model_log_variance(
                 })
                 .collect()
         }
+        VarianceType::Learned => {
+            let v = v.expect("a learned variance needs a model with a variance output");
+            v.iter().map(|v| v.ln()).collect()
+        }
     }
 }
 

@@ -42,8 +42,13 @@ pub fn ddpm_mean_variance(
     let var = match fixed_variance(variance, alpha_bar_t, alpha_bar_prev) {
         Some(v) => StepVariance::Fixed(v),
         None => {
-            let v = variance_output.expect("learned_range needs a model with a variance output");
-            let log_var = learned_range_log_variance(v.clone(), alpha_bar_t, alpha_bar_prev);
+            let v = variance_output.expect("a learned variance needs a model variance output");
+            let log_var = match variance {
+                VarianceType::LearnedRange => {
+                    learned_range_log_variance(v.clone(), alpha_bar_t, alpha_bar_prev)
+                }
+                _ => v.clone().log(),
+            };
             StepVariance::LogTensor(Box::new(log_var))
         }
     };
@@ -54,7 +59,7 @@ pub fn ddpm_mean_variance(
 pub enum StepVariance {
     /// sigma_t^2, shared by all elements.
     Fixed(f64),
-    /// log sigma_t^2 per element (learned_range).
+    /// log sigma_t^2 per element (learned_range, learned).
     LogTensor(Box<Tensor<2>>),
 }
 

@@ -1,20 +1,99 @@
-//! DPM-Solver++(2M) (Lu et al. 2022, SPEC §5): a second-order multistep solver of the
-//! probability-flow ODE in the data-prediction form, stepping in lambda = log(a / s) = -ln sigma.
+//! DPM-Solver (Lu et al. 2022) and DPM-Solver++ (Lu et al. 2022b), SPEC §5: multistep solvers
+//! of the probability-flow ODE (and, in their `sde` forms, of the reverse SDE) stepping in
+//! lambda = log(a / s) = -ln sigma, as diffusers' `DPMSolverMultistepScheduler` runs them.
 //!
 //! Symbols: `a = sqrt(alpha_bar)`, `s = sqrt(1 - alpha_bar)` of the levels a step moves
-//! between (`_s` the current one, `_t` the next), `h = lambda_t - lambda_s`, `x0_hat` the
-//! denoiser's x_0 prediction, `r = h_prev / h`. The state is in VP scaling (x_T ~ N(0, I)).
+//! between (`_s` the current one, `_t` the next), `h = lambda_t - lambda_s`, `m0, m1, m2` the
+//! model terms at the current and the two previous levels (x0_hat for the data-prediction
+//! form `++`, eps_hat for the noise-prediction form), `h_0, h_1` the previous step sizes,
+//! `r0 = h_0 / h`, `r1 = h_1 / h`, and `D0 = m0`, `D1`, `D2` the divided differences:
+//! order 2: `D1 = (m0 - m1) / r0`; order 3: `D1_0 = (m0 - m1) / r0`, `D1_1 = (m1 - m2) / r1`,
+//! `D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1)`, `D2 = (D1_0 - D1_1) / (r0 + r1)`.
 //!
-//! `x_t = (s_t / s_s) x_s - a_t (e^{-h} - 1) D`, `D = (1 + 1/(2r)) x0_hat - 1/(2r) x0_prev`
-//! (first step: D = x0_hat). The last step, to sigma = 0 (lambda = +inf), returns the x_0
-//! prediction (a first-order step). A first level at zero terminal SNR (sigma = +inf,
-//! lambda = -inf, a = 0, s = 1) is handled: h = +inf gives e^{-h} = 0, so that step is
-//! `x_t = s_t x_s + a_t x0_hat`, and the next one falls back to first order (r = +inf).
+//! DPM-Solver++(2M) (SPEC §5) is order 2, data prediction, midpoint:
+//! `x_t = (s_t / s_s) x_s - a_t (e^{-h} - 1) (D0 + D1 / 2)`. The step to sigma = 0
+//! (lambda = +inf) is first order and returns the x_0 prediction. A first level at zero
+//! terminal SNR (sigma = +inf, lambda = -inf, a = 0, s = 1) is handled in the data-prediction
+//! ODE form: h = +inf gives e^{-h} = 0, so that step is `x_t = s_t x_s + a_t x0_hat`, and
+//! differences with it are never used (the order falls back as if the history started after it).
 
 use super::{report, Callback, StepInfo};
 use crate::denoiser::{Denoiser, NoiseLevel};
+use crate::prediction::eps_from_x0;
+use crate::rng::NoiseSource;
 use crate::tensor::lincomb;
 use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// Which model term the solver integrates (diffusers' `algorithm_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpmAlgorithm {
+    /// DPM-Solver++: the data prediction x0_hat (`dpmsolver++`).
+    #[default]
+    DataPrediction,
+    /// DPM-Solver: the noise prediction eps_hat = (x - a x0_hat) / s, so that a clipped x0_hat
+    /// is honoured as diffusers' thresholding does (`dpmsolver`).
+    NoisePrediction,
+}
+
+/// The second-order correction (diffusers' `solver_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpmSolverType {
+    #[default]
+    Midpoint,
+    Heun,
+}
+
+/// Options of [`sample_dpm_solver`]; the default is DPM-Solver++(2M).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DpmSolverOptions {
+    /// 1, 2 or 3.
+    pub order: usize,
+    pub algorithm: DpmAlgorithm,
+    /// The SDE variant (`sde-dpmsolver++` / `sde-dpmsolver`): fresh noise on every step.
+    pub sde: bool,
+    pub solver_type: DpmSolverType,
+    /// Lower the order on the last steps of runs shorter than 15 steps.
+    pub lower_order_final: bool,
+    /// First order on the last step.
+    pub euler_at_final: bool,
+}
+
+impl Default for DpmSolverOptions {
+    fn default() -> Self {
+        DpmSolverOptions {
+            order: 2,
+            algorithm: DpmAlgorithm::DataPrediction,
+            sde: false,
+            solver_type: DpmSolverType::Midpoint,
+            lower_order_final: true,
+            euler_at_final: false,
+        }
+    }
+}
+
+impl DpmSolverOptions {
+    /// The order of step `k` of `steps` as diffusers chooses it: at most the number of model
+    /// terms so far (k + 1) and `order`; first order on the last step when `euler_at_final`, when
+    /// `lower_order_final` and steps < 15, or when the last level is sigma = 0; at most second
+    /// order on the step before it when `lower_order_final` and steps < 15.
+    pub fn order_at(&self, k: usize, steps: usize, final_sigma_zero: bool) -> usize {
+        let short = self.lower_order_final && steps < 15;
+        let last_first_order = k + 1 == steps && (self.euler_at_final || short || final_sigma_zero);
+        let second_last = k + 2 == steps && short;
+        let history = k.min(self.order);
+        if self.order == 1 || history < 1 || last_first_order {
+            1
+        } else if self.order == 2 || history < 2 || second_last {
+            2
+        } else {
+            3
+        }
+    }
+}
 
 /// One first-order DPM-Solver++ step from level `from` to `to` with the data estimate `d`:
 /// `(s_t / s_s) x - a_t (e^{-h} - 1) d`.
@@ -30,33 +109,161 @@ pub fn dpm_pp_2m_estimate(x0_hat: &Tensor<2>, x0_prev: &Tensor<2>, r: f64) -> Te
     lincomb(&[1.0 + c], x0_hat, &[-c], x0_prev)
 }
 
+/// One multistep update of order `terms.len()` (1 to 3) from `levels[0]` (current) to `to`:
+/// `terms[j]` is the model term at `levels[j]` (`levels[1]`, `levels[2]` the previous levels).
+/// `z` is the noise of the SDE forms. Coefficients: see the module doc and Lu et al.
+pub fn dpm_solver_update(
+    x: &Tensor<2>,
+    terms: &[&Tensor<2>],
+    levels: &[NoiseLevel],
+    to: NoiseLevel,
+    options: &DpmSolverOptions,
+    z: Option<&Tensor<2>>,
+) -> Tensor<2> {
+    let (a_s, s_s) = (levels[0].alpha(), levels[0].sigma_vp());
+    let (a_t, s_t) = (to.alpha(), to.sigma_vp());
+    let h = to.lambda() - levels[0].lambda();
+    let m0 = terms[0];
+    // Divided differences D1, D2 (absent below second / third order).
+    let (d1, d2) = match terms.len() {
+        1 => (None, None),
+        2 => {
+            let r0 = (levels[0].lambda() - levels[1].lambda()) / h;
+            (Some(lincomb(&[1.0 / r0], m0, &[-1.0 / r0], terms[1])), None)
+        }
+        _ => {
+            let r0 = (levels[0].lambda() - levels[1].lambda()) / h;
+            let r1 = (levels[1].lambda() - levels[2].lambda()) / h;
+            let d1_0 = lincomb(&[1.0 / r0], m0, &[-1.0 / r0], terms[1]);
+            let d1_1 = lincomb(&[1.0 / r1], terms[1], &[-1.0 / r1], terms[2]);
+            let diff = d1_0.clone() - d1_1;
+            let d1 = d1_0 + diff.clone().mul_scalar(r0 / (r0 + r1));
+            (Some(d1), Some(diff.mul_scalar(1.0 / (r0 + r1))))
+        }
+    };
+    let heun = options.solver_type == DpmSolverType::Heun || terms.len() == 3;
+    // (coefficient of x, of D0, of D1, of D2, of z)
+    let (cx, c0, c1, c2, cz) = match (options.algorithm, options.sde) {
+        (DpmAlgorithm::DataPrediction, false) => {
+            let em1 = (-h).exp_m1(); // e^{-h} - 1
+            let c1 = if heun {
+                a_t * (em1 / h + 1.0)
+            } else {
+                -0.5 * a_t * em1
+            };
+            let c2 = -a_t * ((em1 + h) / (h * h) - 0.5);
+            (s_t / s_s, -a_t * em1, c1, c2, 0.0)
+        }
+        (DpmAlgorithm::DataPrediction, true) => {
+            let om = -(-2.0 * h).exp_m1(); // 1 - e^{-2h}
+            let c1 = if heun {
+                a_t * (om / (-2.0 * h) + 1.0)
+            } else {
+                0.5 * a_t * om
+            };
+            let c2 = a_t * ((om - 2.0 * h) / (4.0 * h * h) - 0.5);
+            (s_t / s_s * (-h).exp(), a_t * om, c1, c2, s_t * om.sqrt())
+        }
+        (DpmAlgorithm::NoisePrediction, false) => {
+            let ep1 = h.exp_m1(); // e^{h} - 1
+            let c1 = if heun {
+                -s_t * (ep1 / h - 1.0)
+            } else {
+                -0.5 * s_t * ep1
+            };
+            let c2 = -s_t * ((ep1 - h) / (h * h) - 0.5);
+            (a_t / a_s, -s_t * ep1, c1, c2, 0.0)
+        }
+        (DpmAlgorithm::NoisePrediction, true) => {
+            let ep1 = h.exp_m1();
+            let c1 = if heun {
+                -2.0 * s_t * (ep1 / h - 1.0)
+            } else {
+                -s_t * ep1
+            };
+            let c2 = f64::NAN; // diffusers has no third-order sde-dpmsolver; rejected by configs
+            (
+                a_t / a_s,
+                -2.0 * s_t * ep1,
+                c1,
+                c2,
+                s_t * (2.0 * h).exp_m1().sqrt(),
+            )
+        }
+    };
+    // x * cx is dropped when cx = 0 (the step to sigma = 0), so that it cannot turn 0 * inf
+    // into NaN.
+    let mut out = m0.clone().mul_scalar(c0);
+    if cx != 0.0 {
+        out = out + x.clone().mul_scalar(cx);
+    }
+    if let Some(d1) = d1 {
+        out = out + d1.mul_scalar(c1);
+    }
+    if let Some(d2) = d2 {
+        out = out + d2.mul_scalar(c2);
+    }
+    match z {
+        Some(z) if cz != 0.0 => out + z.clone().mul_scalar(cz),
+        _ => out,
+    }
+}
+
 /// DPM-Solver++(2M) along `grid` (levels from noisy to clean; VP state `x` at `grid[0]`).
 pub fn sample_dpmpp_2m<D: Denoiser + ?Sized>(
     denoiser: &D,
     x: Tensor<2>,
     grid: &[NoiseLevel],
     labels: Option<&[i64]>,
+    callback: Callback,
+) -> Tensor<2> {
+    let mut no_noise = crate::rng::Replay(Default::default());
+    let options = DpmSolverOptions::default();
+    sample_dpm_solver(denoiser, x, grid, &options, &mut no_noise, labels, callback)
+}
+
+/// DPM-Solver along `grid` (levels from noisy to clean; VP state `x` at `grid[0]`) with the
+/// order schedule of [`DpmSolverOptions::order_at`]. `noise` is drawn on every step of the SDE
+/// forms (also the last, as diffusers does) and never by the ODE forms.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_dpm_solver<D: Denoiser + ?Sized>(
+    denoiser: &D,
+    x: Tensor<2>,
+    grid: &[NoiseLevel],
+    options: &DpmSolverOptions,
+    noise: &mut dyn NoiseSource,
+    labels: Option<&[i64]>,
     mut callback: Callback,
 ) -> Tensor<2> {
     let steps = grid.len() - 1;
+    let final_sigma_zero = grid[steps].sigma == 0.0;
     let mut x = x;
-    // History in local variables: the previous x_0 prediction and its step size h_prev.
-    let mut prev: Option<(Tensor<2>, f64)> = None;
+    // History in local variables: the model terms and levels of the last steps, newest first.
+    let mut terms: Vec<Tensor<2>> = Vec::new();
+    let mut levels: Vec<NoiseLevel> = Vec::new();
     for k in 0..steps {
         let (cur, next) = (grid[k], grid[k + 1]);
         let x0_hat = denoiser.denoise(&x, &[cur], labels).x0;
-        let h = next.lambda() - cur.lambda();
-        x = if next.sigma == 0.0 {
-            x0_hat.clone()
-        } else {
-            let d = match &prev {
-                Some((x0_prev, h_prev)) if h_prev.is_finite() => {
-                    dpm_pp_2m_estimate(&x0_hat, x0_prev, h_prev / h)
-                }
-                _ => x0_hat.clone(),
-            };
-            dpm_pp_step(&x, &d, cur, next)
+        let term = match options.algorithm {
+            DpmAlgorithm::DataPrediction => x0_hat.clone(),
+            DpmAlgorithm::NoisePrediction => {
+                eps_from_x0(&x, &x0_hat, &[cur.alpha()], &[cur.sigma_vp()])
+            }
         };
+        terms.insert(0, term);
+        levels.insert(0, cur);
+        terms.truncate(3);
+        levels.truncate(3);
+        // Differences need finite lambdas: a level at sigma = +inf ends the usable history.
+        let finite = levels
+            .iter()
+            .take_while(|l| l.sigma.is_finite())
+            .count()
+            .max(1);
+        let order = options.order_at(k, steps, final_sigma_zero).min(finite);
+        let z = options.sde.then(|| noise.noise_like(&x));
+        let refs: Vec<&Tensor<2>> = terms.iter().take(order).collect();
+        x = dpm_solver_update(&x, &refs, &levels[..order], next, options, z.as_ref());
         report(
             &mut callback,
             StepInfo {
@@ -67,7 +274,6 @@ pub fn sample_dpmpp_2m<D: Denoiser + ?Sized>(
                 x0_hat: &x0_hat,
             },
         );
-        prev = Some((x0_hat, h));
     }
     x
 }

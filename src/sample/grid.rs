@@ -1,6 +1,10 @@
 //! Time grids for the samplers: timestep spacings as diffusers' `set_timesteps` builds them,
 //! discrete-step grids and sigma-space grids (interpolated or Karras, SPEC §5).
 
+use super::sigma_grid::{
+    dpm_grid, dpm_solver_timesteps_below, euler_grid, DpmGridOptions, SigmaConversion,
+    SigmaGridOptions,
+};
 use crate::denoiser::NoiseLevel;
 use crate::schedule::{karras_sigmas, linspace, Schedule};
 use serde::{Deserialize, Serialize};
@@ -162,10 +166,11 @@ pub fn finite_sigma_schedule(schedule: &Schedule) -> Schedule {
 }
 
 /// The sigma grid of the sigma-space samplers (Euler, Heun, Euler ancestral), as diffusers'
-/// `EulerDiscreteScheduler.set_timesteps(n)`: fractional `timesteps(spacing)`, sigmas
-/// interpolated in the schedule's sigma table, optionally replaced by Karras sigmas (rho = 7)
-/// between the first and last interpolated sigma with log-sigma-interpolated timesteps; then
-/// sigma = 0. A zero-terminal-SNR schedule is first made finite ([`finite_sigma_schedule`]).
+/// `EulerDiscreteScheduler.set_timesteps(n)` with its default options: fractional
+/// `timesteps(spacing)`, sigmas interpolated in the schedule's sigma table, optionally replaced
+/// by Karras sigmas (rho = 7) between the first and last interpolated sigma with
+/// log-sigma-interpolated timesteps; then sigma = 0. A zero-terminal-SNR schedule is first made
+/// finite ([`finite_sigma_schedule`]). Every other option: [`super::sigma_grid::euler_grid`].
 pub fn sigma_space_grid(
     schedule: &Schedule,
     spacing: Spacing,
@@ -173,15 +178,17 @@ pub fn sigma_space_grid(
     steps_offset: usize,
     karras: bool,
 ) -> Vec<NoiseLevel> {
-    let s = finite_sigma_schedule(schedule);
-    let ts = timesteps(spacing, s.len(), n, steps_offset);
-    let plain = interpolated_sigma_grid(&s, &ts);
-    if karras {
-        let (sigma_max, sigma_min) = (plain[0].sigma, plain[plain.len() - 2].sigma);
-        karras_grid(&s, sigma_min, sigma_max, n, 7.0, false)
-    } else {
-        plain
-    }
+    let options = SigmaGridOptions {
+        spacing,
+        steps_offset,
+        conversion: if karras {
+            SigmaConversion::Karras
+        } else {
+            SigmaConversion::None
+        },
+        ..SigmaGridOptions::default()
+    };
+    euler_grid(schedule, n, &options)
 }
 
 /// DPM-Solver's integer timesteps (diffusers' `DPMSolverMultistepScheduler.set_timesteps`):
@@ -193,28 +200,14 @@ pub fn dpm_solver_timesteps(
     n: usize,
     steps_offset: usize,
 ) -> Vec<usize> {
-    match spacing {
-        Spacing::Linspace => {
-            let mut t: Vec<usize> = linspace(0.0, num_train as f64 - 1.0, n + 1)
-                .into_iter()
-                .map(|t| round_half_even(t) as usize)
-                .collect();
-            t.reverse();
-            t.pop();
-            t
-        }
-        Spacing::Leading => {
-            let ratio = num_train / (n + 1);
-            (1..=n).rev().map(|i| i * ratio + steps_offset).collect()
-        }
-        Spacing::Trailing => discrete_timesteps(spacing, num_train, n, steps_offset),
-    }
+    dpm_solver_timesteps_below(spacing, num_train, num_train, n, steps_offset)
 }
 
-/// DPM-Solver's grid (VP space): the schedule's levels at [`dpm_solver_timesteps`], or Karras
-/// sigmas (rho = 7) between the smallest and largest sigma of the whole training table with
-/// rounded recovered timesteps; then sigma = 0. As in diffusers, a zero-terminal-SNR table is
-/// made finite first ([`finite_sigma_schedule`]); the solver itself also accepts sigma = +inf.
+/// DPM-Solver's grid (VP space) with diffusers' default options: the schedule's levels at
+/// [`dpm_solver_timesteps`], or Karras sigmas (rho = 7) between the smallest and largest sigma
+/// of the whole training table with rounded recovered timesteps; then sigma = 0. As in
+/// diffusers, a zero-terminal-SNR table is made finite first ([`finite_sigma_schedule`]); the
+/// solver itself also accepts sigma = +inf. Every other option: [`super::sigma_grid::dpm_grid`].
 pub fn dpm_solver_grid(
     schedule: &Schedule,
     spacing: Spacing,
@@ -222,15 +215,17 @@ pub fn dpm_solver_grid(
     steps_offset: usize,
     karras: bool,
 ) -> Vec<NoiseLevel> {
-    let s = finite_sigma_schedule(schedule);
-    if karras {
-        karras_grid(&s, s.sigma[0], s.sigma[s.len() - 1], n, 7.0, true)
-    } else {
-        let ts = dpm_solver_timesteps(spacing, s.len(), n, steps_offset);
-        let mut g: Vec<NoiseLevel> = ts.iter().map(|&i| NoiseLevel::discrete(&s, i)).collect();
-        g.push(NoiseLevel::clean());
-        g
-    }
+    let options = DpmGridOptions {
+        spacing,
+        steps_offset,
+        conversion: if karras {
+            SigmaConversion::Karras
+        } else {
+            SigmaConversion::None
+        },
+        ..DpmGridOptions::default()
+    };
+    dpm_grid(schedule, n, &options)
 }
 
 /// The ascending grid of DDIM inversion (clean to noisy) for sampling `timesteps` (descending

@@ -21,13 +21,46 @@ use serde::{Deserialize, Serialize};
 /// EDM's stochastic churn (Karras et al. 2022, Algorithm 2) for Euler and Heun: at levels with
 /// `s_tmin <= sigma <= s_tmax`, noise raises sigma to `sigma_hat = sigma (1 + gamma)`,
 /// `gamma = min(s_churn / steps, sqrt(2) - 1)`, with noise scaled by `s_noise`.
+/// Non-finite bounds (the default `s_tmax = +inf`) are stored as the strings `"inf"` / `"-inf"`,
+/// since JSON has no infinity.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Churn {
+    #[serde(with = "number_or_string")]
     pub s_churn: f64,
+    #[serde(with = "number_or_string")]
     pub s_tmin: f64,
+    #[serde(with = "number_or_string")]
     pub s_tmax: f64,
+    #[serde(with = "number_or_string")]
     pub s_noise: f64,
+}
+
+/// serde for an f64 that writes non-finite values as strings ("inf", "-inf", "NaN") and reads
+/// either form back.
+mod number_or_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_str(&v.to_string())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Num {
+            F(f64),
+            S(String),
+        }
+        match Num::deserialize(d)? {
+            Num::F(v) => Ok(v),
+            Num::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 impl Default for Churn {
@@ -255,5 +288,30 @@ mod tests {
         assert_eq!(c.gamma(0.01, 10), 0.0);
         assert_eq!(c.gamma(80.0, 10), 0.0);
         assert_eq!(Churn::default().gamma(1.0, 10), 0.0);
+    }
+
+    #[test]
+    fn churn_round_trips_through_json_with_infinite_bounds() {
+        // JSON has no infinity: the default s_tmax = +inf is written as "inf" and read back.
+        let json = serde_json::to_string(&Churn::default()).unwrap();
+        assert!(json.contains("\"s_tmax\":\"inf\""), "{json}");
+        assert_eq!(
+            serde_json::from_str::<Churn>(&json).unwrap(),
+            Churn::default()
+        );
+        let c = Churn {
+            s_churn: 40.0,
+            s_tmin: f64::NEG_INFINITY,
+            s_tmax: 50.0,
+            s_noise: 1.003,
+        };
+        let back: Churn = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        // Plain numbers and missing fields (defaults) read as before.
+        let c: Churn = serde_json::from_str(r#"{"s_churn": 1, "s_tmax": 2.5}"#).unwrap();
+        assert_eq!(
+            (c.s_churn, c.s_tmin, c.s_tmax, c.s_noise),
+            (1.0, 0.0, 2.5, 1.0)
+        );
     }
 }

@@ -24,6 +24,7 @@ pub mod dpm_solver;
 pub mod grid;
 pub mod karras;
 pub mod registry;
+pub mod sigma_grid;
 
 use crate::denoiser::NoiseLevel;
 use burn::tensor::Tensor;

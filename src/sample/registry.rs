@@ -235,11 +235,12 @@ impl SamplerConfig {
                         "fixed_small" => VarianceType::FixedSmall,
                         "fixed_large" => VarianceType::FixedLarge,
                         "learned_range" => VarianceType::LearnedRange,
+                        "learned" => VarianceType::Learned,
                         _ => {
                             return Err(Error::config(
                                 "variance",
                                 format!(
-                                    "{value:?}; expected fixed_small, fixed_large or learned_range"
+                                    "{value:?}; expected fixed_small, fixed_large, learned_range or learned"
                                 ),
                             ))
                         }

@@ -53,9 +53,17 @@ pub fn tensors(v: &Value) -> Vec<Tensor<2>> {
     v.as_array().expect("array").iter().map(tensor).collect()
 }
 
-/// The diffusers config of a case.
+/// The diffusers config of a case. A config with an option this crate does not reproduce
+/// panics with the option's name (the file then fails; it is never skipped).
 pub fn config(v: &Value) -> DiffusersSchedulerConfig {
-    DiffusersSchedulerConfig::from_json(v).expect("diffusers config parses")
+    let cfg = DiffusersSchedulerConfig::from_json(v).expect("diffusers config parses");
+    if let Err(e) = cfg.check_supported() {
+        panic!(
+            "unsupported {} config: {e}",
+            cfg.class_name.as_deref().unwrap_or("scheduler")
+        );
+    }
+    cfg
 }
 
 /// The README's sound bound: tol = max(1e-9, 2 * f64_replay_max_mixed_dev) of the case or run.
@@ -217,6 +225,8 @@ pub fn analytic_denoiser(
         net: AnalyticModel::from_json(&file["model"], cfg.num_train_timesteps),
         parameterization: Parameterization::Discrete {
             prediction: cfg.prediction().expect("prediction type"),
+            // The analytic model has no variance channels: with a learned variance_type
+            // diffusers' DPM-Solver keeps the first 3 channels of the output, all of them here.
             learned_variance: false,
         },
     })

@@ -13,7 +13,7 @@ use diffuse::prediction::x0_and_eps;
 use diffuse::rng::Replay;
 use diffuse::sample::ddim::{ddim_invert, ddim_sigma, ddim_step, sample_ddim, DdimOptions};
 use diffuse::sample::grid::{ddim_inversion_grid, discrete_grid, discrete_timesteps};
-use diffuse::sample::StepInfo;
+use diffuse::sample::{ClippedX0, StepInfo};
 use diffuse::tensor::to_vec;
 use serde_json::Value;
 
@@ -253,6 +253,11 @@ fn check_inverse_run(run: &Value, c: &mut Checker) {
         &nums(&run["timesteps"]),
     );
     let den = analytic_denoiser(run, &cfg);
+    // DDIMInverseScheduler clips x0_hat with clip_sample (its default is true).
+    let den = ClippedX0 {
+        inner: den,
+        clip: cfg.clip(),
+    };
     let final_ab = cfg.final_alpha_bar(&s);
     let froms: Vec<i64> = up
         .iter()

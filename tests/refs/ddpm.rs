@@ -1,6 +1,6 @@
 //! `ddpm_step` and `ddpm_run` files (SPEC §2, §3, §5 DDPM ancestral).
 
-use crate::common::{config, num, tensor, tensors, tolerance, AnalyticModel, Checker};
+use crate::common::{config, num, nums, tensor, tensors, tolerance, AnalyticModel, Checker};
 use diffuse::compat::DiffusersSchedulerConfig;
 use diffuse::denoiser::{NetworkDenoiser, NoiseLevel, Parameterization};
 use diffuse::forward::q_sample;
@@ -10,20 +10,28 @@ use diffuse::sample::ddpm::{ddpm_mean_variance, sample_ddpm, DdpmOptions};
 use diffuse::sample::grid::{discrete_grid, discrete_timesteps};
 use diffuse::schedule::Schedule;
 use diffuse::tensor::to_vec;
-use diffuse::variance::VarianceType;
 use serde_json::Value;
 
-/// prev_t as DDPMScheduler takes it: t - 1 on the full chain; after set_timesteps(n), the next
-/// entry of the timestep list (-1 after the last), i.e. the next level of our grid.
+/// prev_t as DDPMScheduler takes it: t - 1 on the full chain; after set_timesteps(n) or with
+/// custom timesteps (a case's `timesteps` list), the next entry of the timestep list (-1 after
+/// the last), i.e. the next level of our grid.
 fn prev_t(cfg: &DiffusersSchedulerConfig, case: &Value, t: i64) -> i64 {
-    match case["num_inference_steps"].as_u64() {
-        Some(n) => {
-            let ts = discrete_timesteps(
-                cfg.spacing().unwrap(),
-                cfg.num_train_timesteps,
-                n as usize,
-                cfg.steps_offset,
-            );
+    let custom = case
+        .get("custom_timesteps")
+        .or_else(|| case.get("timesteps"))
+        .filter(|v| v.is_array());
+    let list = match (custom, case["num_inference_steps"].as_u64()) {
+        (Some(ts), _) => Some(nums(ts).into_iter().map(|t| t as usize).collect()),
+        (None, Some(n)) => Some(discrete_timesteps(
+            cfg.spacing().unwrap(),
+            cfg.num_train_timesteps,
+            n as usize,
+            cfg.steps_offset,
+        )),
+        (None, None) => None,
+    };
+    match list {
+        Some(ts) => {
             let k = ts
                 .iter()
                 .position(|&x| x as i64 == t)
@@ -44,7 +52,7 @@ fn levels(s: &Schedule, t: i64, prev: i64) -> (NoiseLevel, NoiseLevel) {
     (cur, next)
 }
 
-fn step_case(file: &Value, case: &Value, learned: bool, c: &mut Checker) {
+fn step_case(file: &Value, case: &Value, c: &mut Checker) {
     let cfg = config(&case["config"]);
     let s = cfg.schedule().expect("schedule");
     let inputs = &file["inputs"];
@@ -69,12 +77,11 @@ fn step_case(file: &Value, case: &Value, learned: bool, c: &mut Checker) {
     let (a, sv) = (vec![cur.alpha()], vec![cur.sigma_vp()]);
     let (x0, _) = x0_and_eps(cfg.prediction().unwrap(), &out, &x_t, &a, &sv);
     let x0 = cfg.clip().apply(x0);
-    let variance_kind = if learned {
-        VarianceType::LearnedRange
-    } else {
-        cfg.variance().unwrap()
-    };
-    let var_out = learned.then(|| tensor(&inputs["predicted_variance"]));
+    let variance_kind = cfg.variance().unwrap();
+    // learned / learned_range: the model's variance channels are the file's predicted_variance.
+    let var_out = cfg
+        .learned_variance()
+        .then(|| tensor(&inputs["predicted_variance"]));
     let (mean, var) = ddpm_mean_variance(
         &x_t,
         &x0,
@@ -127,11 +134,14 @@ fn step_case(file: &Value, case: &Value, learned: bool, c: &mut Checker) {
 }
 
 pub fn check_step(file: &Value, c: &mut Checker) {
-    for case in file["cases"].as_array().unwrap() {
-        step_case(file, case, false, c);
-    }
-    for case in file["learned_range_cases"].as_array().into_iter().flatten() {
-        step_case(file, case, true, c);
+    // Every case list (`cases`, `learned_range_cases`, ...): each case's own config says
+    // which variance it uses.
+    for (key, cases) in file.as_object().unwrap() {
+        if key == "cases" || key.ends_with("_cases") {
+            for case in cases.as_array().unwrap() {
+                step_case(file, case, c);
+            }
+        }
     }
     if let Some(fwd) = file.get("forward") {
         let cfg = config(&file["config"]);

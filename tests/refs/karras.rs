@@ -14,34 +14,50 @@ use crate::common::{analytic_denoiser, config, num, nums, tensor, tensors, toler
 use diffuse::compat::DiffusersSchedulerConfig;
 use diffuse::denoiser::NoiseLevel;
 use diffuse::rng::Replay;
-use diffuse::sample::dpm_solver::sample_dpmpp_2m;
-use diffuse::sample::grid::{dpm_solver_grid, sigma_space_grid};
+use diffuse::sample::dpm_solver::sample_dpm_solver;
 use diffuse::sample::karras::{sample_euler, sample_heun, Churn};
+use diffuse::sample::sigma_grid::{
+    dpm_grid, euler_grid, init_noise_sigma, FinalSigma, Interpolation, ModelTime, SigmaConversion,
+};
 use diffuse::sample::{ClippedX0, StepInfo};
 use diffuse::tensor::to_vec;
 use serde_json::Value;
 use std::collections::VecDeque;
 
-fn spacing_of(v: &Value, cfg: &DiffusersSchedulerConfig) -> DiffusersSchedulerConfig {
-    let mut cfg = cfg.clone();
-    if let Some(s) = v.get("timestep_spacing").and_then(Value::as_str) {
-        cfg.timestep_spacing = s.into();
+/// A table's config: its own `config`, or the file's base config (which lists every option,
+/// defaults included) with the keys the table sets beside its data (`timestep_spacing`,
+/// `use_karras_sigmas`, or any other option).
+fn table_config(table: &Value, base: &Value) -> DiffusersSchedulerConfig {
+    let mut merged = match table.get("config") {
+        Some(c) => c.clone(),
+        None => base.clone(),
+    };
+    for (key, value) in table.as_object().unwrap() {
+        if base.get(key).is_some() {
+            merged[key] = value.clone();
+        }
     }
-    if let Some(k) = v.get("use_karras_sigmas").and_then(Value::as_bool) {
-        cfg.use_karras_sigmas = k;
-    }
-    cfg
+    config(&merged)
 }
 
 fn grid_of(cfg: &DiffusersSchedulerConfig, n: usize) -> Vec<NoiseLevel> {
     let s = cfg.schedule().unwrap();
-    sigma_space_grid(
-        &s,
-        cfg.spacing().unwrap(),
-        n,
-        cfg.steps_offset,
-        cfg.use_karras_sigmas,
-    )
+    euler_grid(&s, n, &cfg.sigma_grid_options().unwrap())
+}
+
+/// diffusers' `sigmas` array of a grid: the grid's sigmas, plus the final sigma that an
+/// unconverted log-linear placement appends after its own n + 1 values (never stepped to).
+fn diffusers_sigmas(cfg: &DiffusersSchedulerConfig, grid: &[NoiseLevel]) -> Vec<f64> {
+    let mut sigmas: Vec<f64> = grid.iter().map(|l| l.sigma).collect();
+    let opts = cfg.sigma_grid_options().unwrap();
+    if opts.interpolation == Interpolation::LogLinear && opts.conversion == SigmaConversion::None {
+        let s = cfg.schedule().unwrap();
+        sigmas.push(match opts.final_sigma {
+            FinalSigma::Zero => 0.0,
+            FinalSigma::SigmaMin => s.sigma[0],
+        });
+    }
+    sigmas
 }
 
 /// diffusers' interleaved Heun schedule: sigma_0, then sigma_1..sigma_{n-1} twice, then 0;
@@ -58,9 +74,8 @@ fn interleave(grid: &[NoiseLevel]) -> (Vec<f64>, Vec<f64>) {
 }
 
 fn check_tables(file: &Value, heun: bool, c: &mut Checker) {
-    let base = config(&file["config"]);
     for table in file["tables"].as_array().into_iter().flatten() {
-        let cfg = spacing_of(table, &base);
+        let cfg = table_config(table, &file["config"]);
         let n = table["num_inference_steps"].as_u64().unwrap() as usize;
         let name = format!(
             "{} table {} karras={} n={n}",
@@ -73,17 +88,35 @@ fn check_tables(file: &Value, heun: bool, c: &mut Checker) {
                 (2.0 * num(&chk["sigmas_max_rel_dev"])).max(1e-9),
                 (2.0 * num(&chk["timesteps_max_abs_dev"])).max(1e-9),
             ),
-            None => (1e-4, if cfg.use_karras_sigmas { 1e-2 } else { 1e-3 }),
+            None => (
+                1e-4,
+                if cfg.use_karras_sigmas || cfg.use_exponential_sigmas {
+                    1e-2
+                } else {
+                    1e-3
+                },
+            ),
         };
         let grid = grid_of(&cfg, n);
         let (sigmas, ts) = if heun {
             interleave(&grid)
         } else {
-            (
-                grid.iter().map(|l| l.sigma).collect(),
-                grid[..n].iter().map(|l| l.t).collect(),
-            )
+            let sigmas = diffusers_sigmas(&cfg, &grid);
+            // Continuous timesteps are ln(sigma)/4 of every sigma but the last.
+            let ts = match cfg.sigma_grid_options().unwrap().model_time {
+                ModelTime::LogSigma => sigmas[..sigmas.len() - 1]
+                    .iter()
+                    .map(|s| 0.25 * s.ln())
+                    .collect(),
+                _ => grid[..n].iter().map(|l| l.t).collect(),
+            };
+            (sigmas, ts)
         };
+        c.equal(
+            &format!("{name} number of sigmas"),
+            &[sigmas.len() as f64],
+            &[table["sigmas"].as_array().unwrap().len() as f64],
+        );
         let want_sigmas = nums(&table["sigmas"]);
         // Relative check for sigmas (mixed error <= relative error).
         let rel: Vec<f64> = sigmas
@@ -103,12 +136,7 @@ fn check_tables(file: &Value, heun: bool, c: &mut Checker) {
             &nums(&table["timesteps"]),
             t_tol,
         );
-        let sigma_max = grid[0].sigma;
-        let init = if cfg.timestep_spacing == "leading" {
-            sigma_max.hypot(1.0)
-        } else {
-            sigma_max
-        };
+        let init = init_noise_sigma(&grid, cfg.spacing().unwrap());
         c.close(
             &format!("{name} init_noise_sigma"),
             &[init],
@@ -238,27 +266,58 @@ pub fn check_dpm(file: &Value, c: &mut Checker) {
         let s = cfg.schedule().unwrap();
         let n = run["num_inference_steps"].as_u64().unwrap() as usize;
         let name = format!(
-            "dpmsolver run {r} ({} karras={})",
-            cfg.prediction_type, cfg.use_karras_sigmas
+            "dpmsolver run {r} ({} {} order {} karras={})",
+            cfg.algorithm_type, cfg.prediction_type, cfg.solver_order, cfg.use_karras_sigmas
         );
-        let grid = dpm_solver_grid(
-            &s,
-            cfg.spacing().unwrap(),
-            n,
-            cfg.steps_offset,
-            cfg.use_karras_sigmas,
-        );
-        let ts: Vec<f64> = grid[..n].iter().map(|l| l.t).collect();
+        let grid = dpm_grid(&s, n, &cfg.dpm_grid_options().unwrap());
+        let opts = cfg.dpm_solver_options().unwrap();
+        let steps = grid.len() - 1;
+        let ts: Vec<f64> = grid[..steps].iter().map(|l| l.t).collect();
         c.equal(&format!("{name} timesteps"), &ts, &nums(&run["timesteps"]));
+        if let Some(want) = run.get("sigmas") {
+            // diffusers stores float32 sigmas: 2e-4 relative covers the README's largest stated
+            // float32 deviation (sigma_min, about 1e-4).
+            let got: Vec<f64> = grid.iter().map(|l| l.sigma).collect();
+            let rel: Vec<f64> = got
+                .iter()
+                .zip(nums(want))
+                .map(|(g, w)| if w == 0.0 { *g } else { g / w - 1.0 })
+                .collect();
+            c.close_abs(
+                &format!("{name} sigmas (relative)"),
+                &rel,
+                &vec![0.0; got.len()],
+                2e-4,
+            );
+        }
         let den = analytic_denoiser(file, &cfg);
         // DPM-Solver's `thresholding` applies to the data prediction.
         let clipped = ClippedX0 {
             inner: &den,
             clip: cfg.clip(),
         };
+        // The SDE forms take the noise of each step from the file.
+        let noises = run.get("noises").or_else(|| file.get("noises"));
+        let mut noise = match (opts.sde, noises) {
+            (true, Some(v)) => Replay(tensors(v).into()),
+            (true, None) => panic!(
+                "{name}: algorithm_type {} needs `noises`",
+                cfg.algorithm_type
+            ),
+            (false, _) => Replay(VecDeque::new()),
+        };
         let mut got: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
         let mut cb = |i: &StepInfo| got.push((to_vec(i.x), to_vec(i.x0_hat)));
-        sample_dpmpp_2m(&clipped, tensor(&run["x_init"]), &grid, None, Some(&mut cb));
+        let x_init = tensor(&run["x_init"]);
+        sample_dpm_solver(
+            &clipped,
+            x_init,
+            &grid,
+            &opts,
+            &mut noise,
+            None,
+            Some(&mut cb),
+        );
         let tol = tolerance(run);
         let (samples, denoised) = (tensors(&run["samples"]), tensors(&run["denoised"]));
         c.equal(
@@ -280,17 +339,9 @@ pub fn check_dpm(file: &Value, c: &mut Checker) {
                 tol,
             );
         }
-        // Orders: first order on the first step, on the last (to sigma = 0) and after a step
-        // from sigma = +inf; second order elsewhere.
-        let orders: Vec<f64> = (0..n)
-            .map(|k| {
-                let first = k == 0 || grid[k + 1].sigma == 0.0 || grid[k - 1].sigma.is_infinite();
-                if first {
-                    1.0
-                } else {
-                    2.0
-                }
-            })
+        let final_zero = grid[steps].sigma == 0.0;
+        let orders: Vec<f64> = (0..steps)
+            .map(|k| opts.order_at(k, steps, final_zero) as f64)
             .collect();
         c.equal(&format!("{name} orders"), &orders, &nums(&run["orders"]));
     }

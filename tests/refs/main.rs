@@ -9,7 +9,7 @@ mod karras;
 mod schedule;
 
 use common::Checker;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn refs_dir() -> PathBuf {
     match std::env::var_os("DIFFUSE_REFS_DIR") {
@@ -36,10 +36,10 @@ fn check(kind: &str, file: &serde_json::Value, c: &mut Checker) -> Option<()> {
     Some(())
 }
 
-#[test]
-fn reference_vectors() {
-    let dir = refs_dir();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+/// Checks every `*.json` file directly in `dir` and returns the failures. A file whose check
+/// panics (an unsupported config option, a missing key) fails with the panic's message.
+fn check_dir(dir: &Path) -> Vec<String> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("reference directory {} is unreadable: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
@@ -53,13 +53,25 @@ fn reference_vectors() {
         let file: serde_json::Value =
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         let kind = file["kind"].as_str().unwrap_or("<no kind>").to_string();
-        let mut c = Checker::default();
-        match check(&kind, &file, &mut c) {
-            None => {
+        let checked = std::panic::catch_unwind(|| {
+            let mut c = Checker::default();
+            check(&kind, &file, &mut c).map(|()| c)
+        });
+        match checked {
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into());
+                println!("FAIL {name} ({kind}): {msg}");
+                failures.push(format!("{name}: {msg}"));
+            }
+            Ok(None) => {
                 println!("FAIL {name}: unknown kind {kind:?}");
                 failures.push(format!("{name}: unknown kind {kind:?}"));
             }
-            Some(()) => {
+            Ok(Some(c)) => {
                 println!(
                     "{} {name} ({kind}): {} comparisons, max mixed error {:.3e}, max error/tol {:.3}",
                     if c.failures.is_empty() { "PASS" } else { "FAIL" },
@@ -71,10 +83,19 @@ fn reference_vectors() {
             }
         }
     }
+    failures
+}
+
+fn assert_no_failures(failures: Vec<String>) {
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn reference_vectors() {
+    assert_no_failures(check_dir(&refs_dir()));
 }

@@ -2,6 +2,7 @@
 
 use crate::common::{config, num, nums, tensor, tensors, tolerance, AnalyticModel, Checker};
 use diffuse::compat::DiffusersSchedulerConfig;
+use diffuse::denoiser::Denoiser;
 use diffuse::denoiser::{NetworkDenoiser, NoiseLevel, Parameterization};
 use diffuse::forward::q_sample;
 use diffuse::prediction::{v_from_x0_eps, x0_and_eps};
@@ -9,7 +10,7 @@ use diffuse::rng::Replay;
 use diffuse::sample::ddpm::{ddpm_mean_variance, sample_ddpm, DdpmOptions};
 use diffuse::sample::grid::{discrete_grid, discrete_timesteps};
 use diffuse::schedule::Schedule;
-use diffuse::tensor::to_vec;
+use diffuse::tensor::{from_rows_like, to_vec};
 use serde_json::Value;
 
 /// prev_t as DDPMScheduler takes it: t - 1 on the full chain; after set_timesteps(n) or with
@@ -202,7 +203,8 @@ pub fn check_run(file: &Value, c: &mut Checker) {
     };
     let samples = tensors(&file["samples"]);
     let x0s = tensors(&file["pred_original_samples"]);
-    let mut noise = Replay(tensors(&file["noises"]).into());
+    let noises = tensors(&file["noises"]);
+    let mut noise = Replay(noises.clone().into());
     let tol = tolerance(file);
     let mut got = Vec::new();
     let mut cb = |info: &diffuse::sample::StepInfo| got.push((to_vec(info.x), to_vec(info.x0_hat)));
@@ -215,6 +217,28 @@ pub fn check_run(file: &Value, c: &mut Checker) {
         None,
         Some(&mut cb),
     );
+    // diffusers adds noise whenever t > 0, also on the last step (trailing spacing or
+    // steps_offset end above t = 0), where our sampler (DDPM Algorithm 2) returns the mean.
+    let last_t = ts[n - 1];
+    if last_t > 0 {
+        let x_before = if n > 1 {
+            from_rows_like(got[n - 2].0.clone(), &samples[0])
+        } else {
+            samples[0].clone()
+        };
+        let cur = NoiseLevel::discrete(&s, last_t);
+        let out = den.denoise(&x_before, &[cur], None);
+        let x0_hat = opts.clip.apply(out.x0);
+        let (mean, var) = ddpm_mean_variance(
+            &x_before,
+            &x0_hat,
+            None,
+            cur.alpha_bar(),
+            1.0,
+            opts.variance,
+        );
+        got[n - 1].0 = to_vec(&var.add_noise(mean, noises[n - 1].clone()));
+    }
     for (k, (x, x0)) in got.iter().enumerate() {
         c.close(
             &format!("ddpm_run sample {}", k + 1),

@@ -1,6 +1,8 @@
 //! Reference vectors (diffusers 0.42.1, `shared/refs/README.md`): every JSON file directly in
-//! `../shared/refs/` (or `$DIFFUSE_REFS_DIR`) is read, dispatched on its `kind` and checked
-//! with the README's tolerance rule, tol = max(1e-9, 2 * f64_replay_max_mixed_dev).
+//! `../shared/refs/` (or `$DIFFUSE_REFS_DIR`), and in `tests/refs_extra/`, is read, dispatched
+//! on its `kind` and checked with the README's tolerance rule,
+//! tol = max(1e-9, 2 * f64_replay_max_mixed_dev). Everything is derived from each file's
+//! config; an option the crate does not reproduce fails the file with the option's name.
 
 mod common;
 mod ddim;
@@ -50,8 +52,14 @@ fn check_dir(dir: &Path) -> Vec<String> {
     for path in &paths {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let text = std::fs::read_to_string(path).unwrap();
-        let file: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let file: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(f) => f,
+            Err(e) => {
+                println!("FAIL {name}: not JSON: {e}");
+                failures.push(format!("{name}: not JSON: {e}"));
+                continue;
+            }
+        };
         let kind = file["kind"].as_str().unwrap_or("<no kind>").to_string();
         let checked = std::panic::catch_unwind(|| {
             let mut c = Checker::default();
@@ -98,4 +106,33 @@ fn assert_no_failures(failures: Vec<String>) {
 #[test]
 fn reference_vectors() {
     assert_no_failures(check_dir(&refs_dir()));
+}
+
+/// Config variants the shared files do not cover (`tests/refs_extra/README.md`): the same
+/// harness, the same tolerance rule.
+#[test]
+fn extra_reference_vectors() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/refs_extra");
+    assert_no_failures(check_dir(&dir));
+}
+
+/// A file whose config sets an option the crate does not reproduce fails, naming the option;
+/// so does a file of an unknown kind. Neither is skipped.
+#[test]
+fn unsupported_options_and_kinds_fail_by_name() {
+    let extra = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/refs_extra");
+    let dir = std::env::temp_dir().join(format!("diffuse-refs-unsupported-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(extra.join("euler_variants.json")).unwrap();
+    let mut file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    file["runs"][0]["config"]["use_flow_sigmas"] = true.into();
+    std::fs::write(dir.join("euler.json"), file.to_string()).unwrap();
+    let mut file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    file["kind"] = "euler_ancestral".into();
+    std::fs::write(dir.join("other.json"), file.to_string()).unwrap();
+    let failures = check_dir(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert!(failures[0].contains("use_flow_sigmas"), "{failures:?}");
+    assert!(failures[1].contains("unknown kind"), "{failures:?}");
 }

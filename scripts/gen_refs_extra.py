@@ -192,7 +192,7 @@ def dpm_run(cfg, n):
 
 def build():
     files = {}
-    for name, kw in [("schedule_laplace_t500", dict(beta_schedule="laplace", num_train_timesteps=500)),
+    for name, kw in [("schedule_laplace_t200", dict(beta_schedule="laplace", num_train_timesteps=200)),
                      ("schedule_cosine_t250_zero_snr", dict(beta_schedule="squaredcos_cap_v2", num_train_timesteps=250, rescale_betas_zero_snr=True)),
                      ("schedule_trained_betas", dict(trained_betas=list(np.linspace(2e-4, 0.05, 64) ** 1.5 + 1e-3), num_train_timesteps=64)),
 ]:
@@ -238,16 +238,17 @@ def build():
     tables = [euler_table(EulerDiscreteScheduler, dict(eb, **kw), n) for kw, n in [
         (dict(interpolation_type="log_linear"), 6), (dict(interpolation_type="log_linear", use_karras_sigmas=True, timestep_spacing="trailing"), 5),
         (dict(use_exponential_sigmas=True, timestep_spacing="leading", steps_offset=1), 6), (dict(use_karras_sigmas=True, sigma_min=0.05, sigma_max=20.0, final_sigmas_type="sigma_min"), 5),
-        (dict(timestep_type="continuous", prediction_type="v_prediction", use_karras_sigmas=True), 5), (dict(rescale_betas_zero_snr=True, timestep_spacing="trailing"), 4)]]
+        (dict(timestep_type="continuous", prediction_type="v_prediction", use_karras_sigmas=True), 5), (dict(rescale_betas_zero_snr=True, timestep_spacing="trailing"), 4), (dict(use_beta_sigmas=True, sigma_max=12.0), 6)]]
     eruns = [sigma_run(EulerDiscreteScheduler, dict(eb, **kw), n) for kw, n in [
         (dict(timestep_type="continuous", prediction_type="v_prediction", use_karras_sigmas=True, timestep_spacing="trailing"), 5),
         (dict(rescale_betas_zero_snr=True, prediction_type="v_prediction", timestep_spacing="trailing", final_sigmas_type="sigma_min"), 4),
         (dict(interpolation_type="log_linear", timestep_spacing="leading", steps_offset=1, prediction_type="sample"), 5),
-        (dict(use_exponential_sigmas=True, sigma_max=30.0), 4)]]
+        (dict(use_exponential_sigmas=True, sigma_max=30.0), 4),
+        (dict(use_beta_sigmas=True, timestep_spacing="trailing", prediction_type="v_prediction"), 4)]]
     files["euler_variants"] = {"kind": "euler", "generator": GEN, "description": "EulerDiscreteScheduler variants",
         "config": tables[0]["config"], "model": MODEL, "tables": tables, "runs": eruns}
     htables = [euler_table(HeunDiscreteScheduler, kw, n) for kw, n in [
-        (dict(beta_schedule="exp"), 5), (dict(use_exponential_sigmas=True, timestep_spacing="trailing"), 4)]]
+        (dict(beta_schedule="exp"), 5), (dict(use_exponential_sigmas=True, timestep_spacing="trailing"), 4), (dict(use_beta_sigmas=True), 5)]]
     hruns = [sigma_run(HeunDiscreteScheduler, kw, n) for kw, n in [
         (dict(prediction_type="sample", clip_sample=True, clip_sample_range=0.8, timestep_spacing="leading", steps_offset=1), 4),
         (dict(prediction_type="v_prediction", use_exponential_sigmas=True, beta_schedule="squaredcos_cap_v2"), 4)]]
@@ -262,6 +263,7 @@ def build():
         (dict(rescale_betas_zero_snr=True, prediction_type="v_prediction", timestep_spacing="trailing", thresholding=True, sample_max_value=2.0), 5),
         (dict(prediction_type="sample", algorithm_type="sde-dpmsolver", solver_type="heun", final_sigmas_type="sigma_min"), 5),
         (dict(use_lu_lambdas=True, solver_order=3, timestep_spacing="trailing"), 5),
+        (dict(use_beta_sigmas=True, prediction_type="v_prediction"), 5),
         (dict(use_karras_sigmas=True, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, solver_order=1), 4)]]
     files["dpmsolver_variants"] = {"kind": "dpmsolver", "generator": GEN, "description": "DPMSolverMultistepScheduler variants; sde runs carry noises",
         "config": druns[0]["config"], "model": MODEL, "runs": druns}

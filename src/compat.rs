@@ -66,6 +66,12 @@ pub struct DiffusersSchedulerConfig {
     pub lambda_min_clipped: f64,
 }
 
+/// diffusers' beta sigmas: `_convert_to_beta` with its defaults alpha = beta = 0.6.
+const BETA_SIGMAS: SigmaConversion = SigmaConversion::Beta {
+    alpha: 0.6,
+    beta: 0.6,
+};
+
 /// The error for a config value this crate does not reproduce.
 fn unsupported(option: &'static str, value: &str) -> Error {
     Error::config(option, format!("unsupported value {value}"))
@@ -248,11 +254,6 @@ impl DiffusersSchedulerConfig {
         }
         let flags = [
             (
-                "use_beta_sigmas",
-                self.use_beta_sigmas,
-                "needs the inverse CDF of Beta(0.6, 0.6) (scipy.stats.beta.ppf)",
-            ),
-            (
                 "use_flow_sigmas",
                 self.use_flow_sigmas,
                 "flow-matching sigmas are not a VP schedule",
@@ -313,6 +314,8 @@ impl DiffusersSchedulerConfig {
             SigmaConversion::Karras
         } else if self.use_exponential_sigmas {
             SigmaConversion::Exponential
+        } else if self.use_beta_sigmas {
+            BETA_SIGMAS
         } else {
             SigmaConversion::None
         };
@@ -341,6 +344,8 @@ impl DiffusersSchedulerConfig {
             SigmaConversion::Karras
         } else if self.use_exponential_sigmas || self.use_lu_lambdas {
             SigmaConversion::Exponential
+        } else if self.use_beta_sigmas {
+            BETA_SIGMAS
         } else {
             SigmaConversion::None
         };

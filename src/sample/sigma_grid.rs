@@ -25,7 +25,7 @@ pub enum Interpolation {
 }
 
 /// A re-placement of the n sigmas between sigma_max and sigma_min.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SigmaConversion {
     /// Keep the interpolated sigmas.
@@ -36,6 +36,9 @@ pub enum SigmaConversion {
     /// exp(linspace(ln sigma_max, ln sigma_min, n)): uniform in lambda (diffusers' exponential
     /// sigmas, and DPM-Solver's `use_lu_lambdas`, which places the same points).
     Exponential,
+    /// sigma_i = sigma_min + F^{-1}(1 - i/(n-1)) (sigma_max - sigma_min) with F the CDF of
+    /// Beta(alpha, beta) (Lee et al. 2024; diffusers' `use_beta_sigmas`, alpha = beta = 0.6).
+    Beta { alpha: f64, beta: f64 },
 }
 
 impl SigmaConversion {
@@ -48,8 +51,96 @@ impl SigmaConversion {
                 .into_iter()
                 .map(f64::exp)
                 .collect(),
+            SigmaConversion::Beta { alpha, beta } => linspace(0.0, 1.0, n)
+                .into_iter()
+                .map(|u| sigma_min + beta_ppf(1.0 - u, alpha, beta) * (sigma_max - sigma_min))
+                .collect(),
         }
     }
+}
+
+/// ln Gamma(x) for x > 0 (Lanczos, g = 7, 9 terms: about 1e-15 relative).
+fn ln_gamma(x: f64) -> f64 {
+    const G: f64 = 7.0;
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        // Reflection: Gamma(x) Gamma(1 - x) = pi / sin(pi x).
+        return (std::f64::consts::PI / (std::f64::consts::PI * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let t = x + G + 0.5;
+    let sum: f64 = C[0] + (1..9).map(|i| C[i] / (x + i as f64)).sum::<f64>();
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + sum.ln()
+}
+
+/// The regularized incomplete beta function I_x(a, b), the CDF of Beta(a, b), by its continued
+/// fraction (modified Lentz), on the side of x where it converges fast.
+pub fn beta_cdf(x: f64, a: f64, b: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    if x > (a + 1.0) / (a + b + 2.0) {
+        return 1.0 - beta_cdf(1.0 - x, b, a);
+    }
+    let ln_front = a * x.ln() + b * (-x).ln_1p() - ln_gamma(a) - ln_gamma(b) + ln_gamma(a + b);
+    let tiny = 1e-300;
+    let (mut c, mut d) = (1.0, 1.0 - (a + b) * x / (a + 1.0));
+    d = 1.0 / if d.abs() < tiny { tiny } else { d };
+    let mut f = d;
+    for m in 1..500 {
+        let m = m as f64;
+        for numerator in [
+            m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0)),
+        ] {
+            d = 1.0 + numerator * d;
+            d = 1.0 / if d.abs() < tiny { tiny } else { d };
+            c = 1.0 + numerator / c;
+            c = if c.abs() < tiny { tiny } else { c };
+            f *= c * d;
+        }
+        if (c * d - 1.0).abs() < 1e-16 {
+            break;
+        }
+    }
+    ln_front.exp() * f / a
+}
+
+/// The quantile function of Beta(a, b): the x in [0, 1] with I_x(a, b) = p, by bisection to
+/// the resolution of f64 (I_x is increasing).
+pub fn beta_ppf(p: f64, a: f64, b: f64) -> f64 {
+    if p <= 0.0 {
+        return 0.0;
+    }
+    if p >= 1.0 {
+        return 1.0;
+    }
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        if beta_cdf(mid, a, b) < p {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
 }
 
 /// The last sigma of a grid (diffusers' `final_sigmas_type`).

@@ -432,3 +432,6 @@ impl DiffusersSchedulerConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -313,4 +313,90 @@ mod tests {
         let want = to.sigma_vp() * 1.0 + to.alpha() * 0.3;
         assert!((got[0] - want).abs() < 1e-14);
     }
+
+    #[test]
+    fn order_schedule_follows_diffusers() {
+        // diffusers' step(): first order until one model term exists, at most `order` terms;
+        // first order on the last step (euler_at_final, lower_order_final with < 15 steps, or
+        // final sigma 0), at most second order on the step before it (lower_order_final, < 15).
+        let orders = |o: DpmSolverOptions, steps, zero| -> Vec<usize> {
+            (0..steps).map(|k| o.order_at(k, steps, zero)).collect()
+        };
+        let third = DpmSolverOptions {
+            order: 3,
+            ..Default::default()
+        };
+        assert_eq!(orders(third, 8, true), [1, 2, 3, 3, 3, 3, 2, 1]);
+        let no_lower = DpmSolverOptions {
+            lower_order_final: false,
+            ..third
+        };
+        assert_eq!(orders(no_lower, 7, true), [1, 2, 3, 3, 3, 3, 1]);
+        // sigma_min final with >= 15 steps: the last step keeps third order unless euler_at_final.
+        assert_eq!(orders(third, 16, false)[13..], [3, 3, 3]);
+        let euler_final = DpmSolverOptions {
+            euler_at_final: true,
+            ..third
+        };
+        assert_eq!(orders(euler_final, 16, false)[13..], [3, 3, 1]);
+        assert_eq!(
+            orders(DpmSolverOptions::default(), 6, false),
+            [1, 2, 2, 2, 2, 1]
+        );
+        let first = DpmSolverOptions {
+            order: 1,
+            ..Default::default()
+        };
+        assert_eq!(orders(first, 4, true), [1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn second_order_update_is_the_2m_formula() {
+        // dpm_solver_update with two data terms (midpoint) equals the first-order step with the
+        // 2M estimate D = (1 + 1/(2r)) x0 - 1/(2r) x0_prev (SPEC §5); 1e-13: a few float64
+        // roundings of O(1) terms.
+        let levels = [
+            NoiseLevel { sigma: 2.0, t: 0.0 },
+            NoiseLevel { sigma: 5.0, t: 0.0 },
+        ];
+        let to = NoiseLevel { sigma: 0.7, t: 0.0 };
+        let (x, m0, m1) = (t(vec![1.0, -2.0]), t(vec![0.3, 0.7]), t(vec![-0.1, 0.4]));
+        let opts = DpmSolverOptions::default();
+        let got = to_vec(&dpm_solver_update(
+            &x,
+            &[&m0, &m1],
+            &levels,
+            to,
+            &opts,
+            None,
+        ));
+        let r = (levels[0].lambda() - levels[1].lambda()) / (to.lambda() - levels[0].lambda());
+        let d = dpm_pp_2m_estimate(&m0, &m1, r);
+        let want = to_vec(&dpm_pp_step(&x, &d, levels[0], to));
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-13, "{g} vs {w}");
+        }
+        // Noise prediction, first order: x_t = (a_t/a_s) x - s_t (e^h - 1) eps (DPM-Solver-1,
+        // which is DDIM): check against the DDIM form sqrt(ab_t) x0 + sqrt(1 - ab_t) eps.
+        let noise_opts = DpmSolverOptions {
+            algorithm: DpmAlgorithm::NoisePrediction,
+            ..opts
+        };
+        let eps = m0.clone();
+        let got = to_vec(&dpm_solver_update(
+            &x,
+            &[&eps],
+            &levels[..1],
+            to,
+            &noise_opts,
+            None,
+        ));
+        let from = levels[0];
+        for i in 0..2 {
+            let (xi, ei) = ([1.0, -2.0][i], [0.3, 0.7][i]);
+            let x0 = (xi - from.sigma_vp() * ei) / from.alpha();
+            let want = to.alpha() * x0 + to.sigma_vp() * ei;
+            assert!((got[i] - want).abs() < 1e-13, "{} vs {want}", got[i]);
+        }
+    }
 }

@@ -175,14 +175,18 @@ pub fn check_step(file: &Value, c: &mut Checker) {
 pub fn check_run(file: &Value, c: &mut Checker) {
     let cfg = config(&file["config"]);
     let s = cfg.schedule().unwrap();
-    let n = file["num_inference_steps"].as_u64().unwrap() as usize;
-    let want_ts: Vec<f64> = crate::common::nums(&file["timesteps"]);
-    let ts = discrete_timesteps(
-        cfg.spacing().unwrap(),
-        cfg.num_train_timesteps,
-        n,
-        cfg.steps_offset,
-    );
+    let want_ts: Vec<f64> = nums(&file["timesteps"]);
+    // set_timesteps(timesteps=[...]) (a `custom_timesteps` list) or set_timesteps(n).
+    let ts: Vec<usize> = match file.get("custom_timesteps") {
+        Some(custom) => nums(custom).into_iter().map(|t| t as usize).collect(),
+        None => discrete_timesteps(
+            cfg.spacing().unwrap(),
+            cfg.num_train_timesteps,
+            file["num_inference_steps"].as_u64().unwrap() as usize,
+            cfg.steps_offset,
+        ),
+    };
+    let n = ts.len();
     c.equal(
         "ddpm_run timesteps",
         &ts.iter().map(|&t| t as f64).collect::<Vec<_>>(),

@@ -123,6 +123,11 @@ pub fn dpm_solver_update(
     let (a_s, s_s) = (levels[0].alpha(), levels[0].sigma_vp());
     let (a_t, s_t) = (to.alpha(), to.sigma_vp());
     let h = to.lambda() - levels[0].lambda();
+    if h == 0.0 {
+        // A zero-length step (Karras or Lu sigmas ending at sigma_min with a sigma_min final
+        // level): the exact solution is x itself, where the divided differences are 0/0.
+        return x.clone();
+    }
     let m0 = terms[0];
     // Divided differences D1, D2 (absent below second / third order).
     let (d1, d2) = match terms.len() {

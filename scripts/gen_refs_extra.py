@@ -97,24 +97,28 @@ def ddpm_run(cfg, n):
             "pred_original_samples": x0s, "samples": samples}
 
 # ---------------------------------------------------------------- ddim
-def ddim_case(cfg, n, t, eta):
+def ddim_case(cfg, n, t, eta, clipped=False):
     s = DDIMScheduler(**cfg); s.set_timesteps(n)
-    r = s.step(T(OUT), t, T(X), eta=eta, variance_noise=T(NOISE))
+    r = s.step(T(OUT), t, T(X), eta=eta, variance_noise=T(NOISE), use_clipped_model_output=clipped)
     prev_t = t - s.config.num_train_timesteps // n
     ap = s.alphas_cumprod[prev_t] if prev_t >= 0 else s.final_alpha_cumprod
     std = eta * float(s._get_variance(t, prev_t)) ** 0.5
-    return {"config": clean_cfg(s.config), "num_inference_steps": n, "t": t, "prev_t": prev_t, "eta": eta, "std_dev_t": std,
+    case = {"config": clean_cfg(s.config), "num_inference_steps": n, "t": t, "prev_t": prev_t, "eta": eta, "std_dev_t": std,
             "pred_original_sample": arr(r.pred_original_sample), "prev_sample": arr(r.prev_sample)}
+    if clipped: case["use_clipped_model_output"] = True
+    return case
 
-def ddim_run(cfg, n, eta):
+def ddim_run(cfg, n, eta, clipped=False):
     s = DDIMScheduler(**cfg); s.set_timesteps(n)
     x = T(X); samples = [arr(x)]; x0s = []
     for i, t in enumerate(s.timesteps):
         out = T(model(x.numpy(), int(t), s.config.num_train_timesteps))
-        r = s.step(out, t, x, eta=eta, variance_noise=T(NOISES[i]))
+        r = s.step(out, t, x, eta=eta, variance_noise=T(NOISES[i]), use_clipped_model_output=clipped)
         x = r.prev_sample; samples.append(arr(x)); x0s.append(arr(r.pred_original_sample))
-    return {"config": clean_cfg(s.config), "eta": eta, "num_inference_steps": n, "timesteps": [int(t) for t in s.timesteps],
-            "pred_original_samples": x0s, "samples": samples}
+    run = {"config": clean_cfg(s.config), "eta": eta, "num_inference_steps": n, "timesteps": [int(t) for t in s.timesteps],
+           "pred_original_samples": x0s, "samples": samples}
+    if clipped: run["use_clipped_model_output"] = True
+    return run
 
 def ddim_inverse(cfg, cases, run_n):
     out_cases = []
@@ -219,11 +223,13 @@ def build():
                            (dict(base, thresholding=True, prediction_type="sample", set_alpha_to_one=False), 20, 0, 1.0),
                            (dict(base, clip_sample=True, clip_sample_range=0.3, steps_offset=1), 10, 501, 0.25)]:
         dcases.append(ddim_case(cfg, n, t, eta))
+    dcases.append(ddim_case(dict(base, clip_sample=True, clip_sample_range=0.3), 10, 300, 0.5, clipped=True))
     files["ddim_step_variants"] = {"kind": "ddim_step", "generator": GEN, "description": "DDIMScheduler.step variants",
         "config": dcases[0]["config"], "inputs": {"sample": arr(X), "model_output": arr(OUT), "noise": arr(NOISE)}, "cases": dcases}
     runs = [ddim_run(dict(base, timestep_spacing="leading", steps_offset=1, set_alpha_to_one=False, clip_sample=False), 6, 0.0),
             ddim_run(dict(base, timestep_spacing="linspace", prediction_type="v_prediction", rescale_betas_zero_snr=True, thresholding=True), 5, 0.7),
-            ddim_run(dict(base, timestep_spacing="trailing", num_train_timesteps=300, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="sample"), 6, 1.0)]
+            ddim_run(dict(base, timestep_spacing="trailing", num_train_timesteps=300, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="sample"), 6, 1.0),
+            ddim_run(dict(base, timestep_spacing="trailing", clip_sample=True, clip_sample_range=0.5), 4, 0.3, clipped=True)]
     files["ddim_run_variants"] = {"kind": "ddim_run", "generator": GEN, "description": "DDIMScheduler runs; noises[i] at step i",
         "config": runs[0]["config"], "model": MODEL, "x_init": arr(X), "noises": [arr(v) for v in NOISES[:8]], "runs": runs}
     tcases = []

@@ -4,18 +4,26 @@
 //! DDIMInverseScheduler from `from_t = min(t - T // n, T - 1)` up to t. Where those levels are
 //! the neighbours on the timestep list (every file here), the runs go through our samplers
 //! (`sample_ddim`, `ddim_invert` on `ddim_inversion_grid`); otherwise they are replayed step by
-//! step with `ddim_step` at diffusers' levels.
+//! step with `ddim_step` at diffusers' levels (as are runs with `use_clipped_model_output`).
 
 use crate::common::{analytic_denoiser, config, num, nums, tensor, tensors, tolerance, Checker};
 use diffuse::compat::DiffusersSchedulerConfig;
 use diffuse::denoiser::{Denoiser, NoiseLevel};
-use diffuse::prediction::x0_and_eps;
+use diffuse::prediction::{eps_from_x0, x0_and_eps};
 use diffuse::rng::Replay;
 use diffuse::sample::ddim::{ddim_invert, ddim_sigma, ddim_step, sample_ddim, DdimOptions};
 use diffuse::sample::grid::{ddim_inversion_grid, discrete_grid, discrete_timesteps};
 use diffuse::sample::{ClippedX0, StepInfo};
 use diffuse::tensor::to_vec;
 use serde_json::Value;
+
+/// Whether a case or run called `step(..., use_clipped_model_output=True)`, which recomputes
+/// eps_hat = (x_t - a x0_hat) / s from the clipped x0_hat.
+fn clipped_model_output(v: &Value) -> bool {
+    v.get("use_clipped_model_output")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
 
 fn timesteps_of(cfg: &DiffusersSchedulerConfig, n: usize) -> Vec<usize> {
     discrete_timesteps(
@@ -79,6 +87,12 @@ pub fn check_step(file: &Value, c: &mut Checker) {
             &[cur.sigma_vp()],
         );
         let x0_hat = cfg.clip().apply(x0_hat);
+        // step(use_clipped_model_output=True) recomputes eps_hat from the clipped x0_hat.
+        let eps_hat = if clipped_model_output(case) {
+            eps_from_x0(&x_t, &x0_hat, &[cur.alpha()], &[cur.sigma_vp()])
+        } else {
+            eps_hat
+        };
         c.close_t(
             &format!("{name} pred_original_sample"),
             &x0_hat,
@@ -141,7 +155,8 @@ pub fn check_run(file: &Value, c: &mut Checker) {
             None => prevs[k] < 0,
         });
         let mut got: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
-        if on_grid {
+        let recompute_eps = clipped_model_output(run);
+        if on_grid && !recompute_eps {
             let grid = discrete_grid(&s, &ts, final_ab);
             let mut cb = |i: &StepInfo| got.push((to_vec(i.x), to_vec(i.x0_hat)));
             let mut noise = Replay(noises.into());
@@ -160,9 +175,14 @@ pub fn check_run(file: &Value, c: &mut Checker) {
                 let cur = NoiseLevel::discrete(&s, t);
                 let out = den.denoise(&x, &[cur], None);
                 let x0_hat = opts.clip.apply(out.x0);
+                let eps_hat = if recompute_eps {
+                    eps_from_x0(&x, &x0_hat, &[cur.alpha()], &[cur.sigma_vp()])
+                } else {
+                    out.eps
+                };
                 let alpha_bar_prev = s.alpha_bar_at(prevs[k], final_ab);
                 let z = (eta > 0.0).then(|| noises[k].clone());
-                x = ddim_step(&x0_hat, &out.eps, cur.alpha_bar(), alpha_bar_prev, eta, z);
+                x = ddim_step(&x0_hat, &eps_hat, cur.alpha_bar(), alpha_bar_prev, eta, z);
                 got.push((to_vec(&x), to_vec(&x0_hat)));
             }
         }

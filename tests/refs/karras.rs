@@ -156,6 +156,11 @@ fn check_sigma_runs(file: &Value, heun: bool, c: &mut Checker) {
             cfg.prediction_type,
             cfg.use_karras_sigmas
         );
+        // diffusers' Euler churn (step(s_churn=...)) evaluates the model before the churn noise
+        // and reuses that output at sigma_hat; ours follows EDM (the denoiser at sigma_hat).
+        if run.get("s_churn").map(num).unwrap_or(0.0) > 0.0 {
+            panic!("{name}: unsupported s_churn > 0 (diffusers' Euler churn differs from EDM's)");
+        }
         let grid = grid_of(&cfg, n);
         let den = analytic_denoiser(file, &cfg);
         // Heun's clip_sample (diffusers' Euler has none; the config then reads false).

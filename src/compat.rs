@@ -66,6 +66,27 @@ pub struct DiffusersSchedulerConfig {
     pub lambda_min_clipped: f64,
 }
 
+/// diffusers' (0.42) defaults of one scheduler class where they differ from
+/// [`DiffusersSchedulerConfig::default`] (DDPM/DDIM clip x0 by default; the sigma-space and
+/// DPM-Solver schedulers space timesteps by linspace; Heun's betas are Stable Diffusion's).
+pub fn class_defaults(class: &str) -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    match class {
+        "DDPMScheduler" | "DDIMScheduler" | "DDIMInverseScheduler" => {
+            vec![("clip_sample", json!(true))]
+        }
+        "EulerDiscreteScheduler" | "DPMSolverMultistepScheduler" => {
+            vec![("timestep_spacing", json!("linspace"))]
+        }
+        "HeunDiscreteScheduler" => vec![
+            ("timestep_spacing", json!("linspace")),
+            ("beta_start", json!(0.00085)),
+            ("beta_end", json!(0.012)),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 /// diffusers' beta sigmas: `_convert_to_beta` with its defaults alpha = beta = 0.6.
 const BETA_SIGMAS: SigmaConversion = SigmaConversion::Beta {
     alpha: 0.6,
@@ -141,8 +162,21 @@ impl Default for DiffusersSchedulerConfig {
 
 impl DiffusersSchedulerConfig {
     /// Parses a config from JSON.
+    /// Parses a config from JSON. Keys it leaves out take diffusers' default for its
+    /// `_class_name` (they differ between classes: [`class_defaults`]).
     pub fn from_json(value: &serde_json::Value) -> Result<Self> {
-        serde_json::from_value(value.clone())
+        let mut value = value.clone();
+        if let Some(obj) = value.as_object_mut() {
+            let class = obj
+                .get("_class_name")
+                .and_then(|c| c.as_str())
+                .unwrap_or("")
+                .to_string();
+            for (key, default) in class_defaults(&class) {
+                obj.entry(key).or_insert(default);
+            }
+        }
+        serde_json::from_value(value)
             .map_err(|e| Error::config("diffusers scheduler config", e.to_string()))
     }
 

@@ -146,3 +146,16 @@ fn exp_and_laplace_schedules_are_named() {
     let want = -(-12.0f64 / 50.0).exp_m1();
     assert!(s.beta.iter().all(|b| (b - want).abs() < 1e-14));
 }
+
+#[test]
+fn missing_keys_take_the_class_defaults() {
+    let heun = parse(r#"{"_class_name": "HeunDiscreteScheduler"}"#);
+    assert_eq!((heun.beta_start, heun.beta_end), (0.00085, 0.012));
+    assert_eq!(heun.timestep_spacing, "linspace");
+    assert!(!heun.clip_sample);
+    assert!(parse(r#"{"_class_name": "DDIMScheduler"}"#).clip_sample);
+    assert!(!parse(r#"{"_class_name": "DDIMScheduler", "clip_sample": false}"#).clip_sample);
+    let dpm = parse(r#"{"_class_name": "DPMSolverMultistepScheduler"}"#);
+    assert_eq!(dpm.timestep_spacing, "linspace");
+    assert_eq!(parse("{}").timestep_spacing, "leading");
+}

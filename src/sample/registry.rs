@@ -391,4 +391,15 @@ mod tests {
             .validate(&s)
             .is_err());
     }
+
+    #[test]
+    fn sampler_configs_round_trip_through_json() {
+        // The default churn has s_tmax = +inf, which JSON cannot hold as a number.
+        for kind in SamplerKind::ALL {
+            let cfg = SamplerConfig::new(kind, 12);
+            let json = serde_json::to_string(&cfg).unwrap();
+            let back: SamplerConfig = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, cfg, "{json}");
+        }
+    }
 }

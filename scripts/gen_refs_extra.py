@@ -179,7 +179,7 @@ def dpm_run(cfg, n):
     x = T(X); samples = [arr(x)]; den = []; noises = []
     for i, t in enumerate(s.timesteps):
         out = T(model(x.numpy(), int(t), s.config.num_train_timesteps))
-        idx = s.step_index if s.step_index is not None else s.index_for_timestep(t)
+        idx = s.step_index if s.step_index is not None else (s.begin_index if s.begin_index is not None else s.index_for_timestep(t))
         sigma = s.sigmas[idx].double()
         a_t, s_t = 1 / (sigma ** 2 + 1) ** 0.5, sigma / (sigma ** 2 + 1) ** 0.5
         pt = s.config.prediction_type
@@ -301,7 +301,12 @@ if __name__ == "__main__":
                 nz = b != 0
                 chk[key + "_max_rel_dev"] = float(np.max(np.abs(a[nz] - b[nz]) / np.abs(b[nz])))
             f["f64_check"] = chk
-        for key in ("cases", "runs", "tables"):
+        for t, rt in zip(f.get("tables", []), r.get("tables", [])):
+            a, b = np.array(t["sigmas"]), np.array(rt["sigmas"])
+            nz = b != 0
+            t["f64_check"] = {"sigmas_max_rel_dev": float(np.max(np.abs(a[nz] - b[nz]) / np.abs(b[nz]))),
+                              "timesteps_max_abs_dev": float(np.max(np.abs(np.array(t["timesteps"]) - np.array(rt["timesteps"]))))}
+        for key in ("cases", "runs"):
             for c, rc in zip(f.get(key, []), r.get(key, [])):
                 c["f64_replay_max_mixed_dev"] = walk_dev(c, rc)
         if "run" in f: f["run"]["f64_replay_max_mixed_dev"] = walk_dev(f["run"], r["run"])

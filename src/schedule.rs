@@ -388,21 +388,7 @@ impl Schedule {
     /// the table's log-sigmas (diffusers' `_sigma_to_t`); clamped to [0, T-1].
     pub fn sigma_to_t(&self, sigma: f64) -> f64 {
         let log_sigmas: Vec<f64> = self.sigma.iter().map(|s| s.ln()).collect();
-        let log_sigma = sigma.max(1e-10).ln();
-        let n = log_sigmas.len();
-        if n == 1 {
-            return 0.0;
-        }
-        // Last index whose log-sigma is <= log_sigma (log-sigmas increase with t).
-        let low = log_sigmas
-            .iter()
-            .rposition(|&l| log_sigma - l >= 0.0)
-            .unwrap_or(0)
-            .min(n - 2);
-        let high = low + 1;
-        let w =
-            ((log_sigmas[low] - log_sigma) / (log_sigmas[low] - log_sigmas[high])).clamp(0.0, 1.0);
-        (1.0 - w) * low as f64 + w * high as f64
+        sigma_to_t_in(&log_sigmas, sigma)
     }
 
     /// sigma at a fractional timestep, by linear interpolation of the sigma table (as diffusers'
@@ -415,6 +401,25 @@ impl Schedule {
         let w = t - low as f64;
         (1.0 - w) * self.sigma[low] + w * self.sigma[high]
     }
+}
+
+/// diffusers' `_sigma_to_t` on a table of log-sigmas: take the last index whose log-sigma is
+/// <= ln(sigma) (clamped to T-2; the first index if none is), and interpolate linearly in
+/// log-sigma towards the next one, with the weight clamped to [0, 1].
+pub fn sigma_to_t_in(log_sigmas: &[f64], sigma: f64) -> f64 {
+    let log_sigma = sigma.max(1e-10).ln();
+    let n = log_sigmas.len();
+    if n == 1 {
+        return 0.0;
+    }
+    let low = log_sigmas
+        .iter()
+        .rposition(|&l| log_sigma - l >= 0.0)
+        .unwrap_or(0)
+        .min(n - 2);
+    let high = low + 1;
+    let w = ((log_sigmas[low] - log_sigma) / (log_sigmas[low] - log_sigmas[high])).clamp(0.0, 1.0);
+    (1.0 - w) * low as f64 + w * high as f64
 }
 
 fn check_max_beta(max_beta: f64) -> Result<(), ScheduleError> {

@@ -8,7 +8,7 @@
 
 use super::grid::{finite_sigma_schedule, round_half_even, timesteps, Spacing};
 use crate::denoiser::NoiseLevel;
-use crate::schedule::{karras_sigmas, linspace, Schedule};
+use crate::schedule::{karras_sigmas, linspace, sigma_to_t_in, Schedule};
 use serde::{Deserialize, Serialize};
 
 /// How the sigmas are first read off the table (diffusers' Euler `interpolation_type`).
@@ -170,14 +170,31 @@ pub enum ModelTime {
 }
 
 impl ModelTime {
-    fn of(self, schedule: &Schedule, sigma: f64) -> f64 {
+    fn of(self, log_sigmas: &[f64], sigma: f64) -> f64 {
         match self {
-            ModelTime::Index => schedule.sigma_to_t(sigma),
-            ModelTime::RoundedIndex => round_half_even(schedule.sigma_to_t(sigma)),
-            ModelTime::TruncatedIndex => schedule.sigma_to_t(sigma).trunc(),
+            ModelTime::Index => sigma_to_t_in(log_sigmas, sigma),
+            ModelTime::RoundedIndex => round_half_even(sigma_to_t_in(log_sigmas, sigma)),
+            ModelTime::TruncatedIndex => sigma_to_t_in(log_sigmas, sigma).trunc(),
             ModelTime::LogSigma => 0.25 * sigma.ln(),
         }
     }
+}
+
+/// The log-sigma table timesteps are recovered from: ln sigma(t) of the finite table, except
+/// at a zero-terminal-SNR level made finite (alpha_bar = 2^-24). There diffusers' float32
+/// tables hold sigma = 4096 exactly and log-sigma = ln 4096 rounded to float32, which is above
+/// the log of a sigma_max query; and the rescaled table is not monotonic at the top (alpha_bar
+/// of the steps just below is smaller than 2^-24). So sigma_max maps to where the table first
+/// crosses it on its way up (about t = 995 for T = 1000), not to T - 1; this table reproduces
+/// that.
+pub fn recovery_log_sigmas(schedule: &Schedule) -> Vec<f64> {
+    let s = finite_sigma_schedule(schedule);
+    let mut logs: Vec<f64> = s.sigma.iter().map(|v| v.ln()).collect();
+    let last = logs.len() - 1;
+    if !schedule.sigma[last].is_finite() {
+        logs[last] = f64::from(4096f64.ln() as f32);
+    }
+    logs
 }
 
 /// The options of diffusers' `EulerDiscreteScheduler.set_timesteps` (Heun uses the subset
@@ -198,13 +215,13 @@ pub struct SigmaGridOptions {
 }
 
 /// The final level: `sigma` with the timestep a network would see there (-1 for clean data).
-fn final_level(schedule: &Schedule, sigma: f64) -> NoiseLevel {
+fn final_level(log_sigmas: &[f64], sigma: f64) -> NoiseLevel {
     if sigma == 0.0 {
         NoiseLevel::clean()
     } else {
         NoiseLevel {
             sigma,
-            t: schedule.sigma_to_t(sigma),
+            t: sigma_to_t_in(log_sigmas, sigma),
         }
     }
 }
@@ -225,6 +242,7 @@ fn final_sigma(schedule: &Schedule, kind: FinalSigma) -> f64 {
 ///    sigma).
 pub fn euler_grid(schedule: &Schedule, n: usize, options: &SigmaGridOptions) -> Vec<NoiseLevel> {
     let s = finite_sigma_schedule(schedule);
+    let logs = recovery_log_sigmas(schedule);
     let big_t = s.len();
     let ts = timesteps(options.spacing, big_t, n, options.steps_offset);
     let placed: Vec<f64> = match options.interpolation {
@@ -235,13 +253,20 @@ pub fn euler_grid(schedule: &Schedule, n: usize, options: &SigmaGridOptions) -> 
             .collect(),
     };
     let (mut grid, end) = if options.conversion == SigmaConversion::None {
-        let levels: Vec<NoiseLevel> = placed
-            .iter()
-            .zip(&ts)
-            .map(|(&sigma, &t)| NoiseLevel { sigma, t })
-            .collect();
-        let end = (placed.len() > ts.len()).then(|| placed[ts.len()]);
-        (levels, end)
+        if options.model_time == ModelTime::LogSigma {
+            // Continuous timesteps are ln(sigma)/4 of every placed sigma: after a log-linear
+            // placement diffusers then runs n + 1 steps, the last to the final sigma.
+            let levels = placed.iter().map(|&sigma| NoiseLevel { sigma, t: 0.0 });
+            (levels.collect(), None)
+        } else {
+            let levels: Vec<NoiseLevel> = placed
+                .iter()
+                .zip(&ts)
+                .map(|(&sigma, &t)| NoiseLevel { sigma, t })
+                .collect();
+            let end = (placed.len() > ts.len()).then(|| placed[ts.len()]);
+            (levels, end)
+        }
     } else {
         let sigma_max = options.sigma_max.unwrap_or(placed[0]);
         let sigma_min = options.sigma_min.unwrap_or(placed[placed.len() - 1]);
@@ -255,18 +280,18 @@ pub fn euler_grid(schedule: &Schedule, n: usize, options: &SigmaGridOptions) -> 
             .into_iter()
             .map(|sigma| NoiseLevel {
                 sigma,
-                t: time.of(&s, sigma),
+                t: time.of(&logs, sigma),
             })
             .collect();
         (levels, None)
     };
     if options.model_time == ModelTime::LogSigma {
         for level in &mut grid {
-            level.t = ModelTime::LogSigma.of(&s, level.sigma);
+            level.t = ModelTime::LogSigma.of(&logs, level.sigma);
         }
     }
     let last = end.unwrap_or_else(|| final_sigma(&s, options.final_sigma));
-    grid.push(final_level(&s, last));
+    grid.push(final_level(&logs, last));
     grid
 }
 
@@ -351,6 +376,7 @@ pub fn dpm_solver_timesteps_below(
 /// with integer timesteps ([`DpmGridOptions::model_time`]); then the final sigma.
 pub fn dpm_grid(schedule: &Schedule, n: usize, options: &DpmGridOptions) -> Vec<NoiseLevel> {
     let s = finite_sigma_schedule(schedule);
+    let logs = recovery_log_sigmas(schedule);
     let big_t = s.len();
     let mut grid: Vec<NoiseLevel> = if options.conversion == SigmaConversion::None {
         // diffusers' searchsorted on the ascending lambdas: how many are below the clip.
@@ -376,11 +402,11 @@ pub fn dpm_grid(schedule: &Schedule, n: usize, options: &DpmGridOptions) -> Vec<
             .into_iter()
             .map(|sigma| NoiseLevel {
                 sigma,
-                t: options.model_time.of(&s, sigma),
+                t: options.model_time.of(&logs, sigma),
             })
             .collect()
     };
-    grid.push(final_level(&s, final_sigma(&s, options.final_sigma)));
+    grid.push(final_level(&logs, final_sigma(&s, options.final_sigma)));
     grid
 }
 

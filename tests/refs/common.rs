@@ -231,3 +231,12 @@ pub fn analytic_denoiser(
         },
     })
 }
+
+/// The relative error of a sigma that diffusers derives from a float32 alpha_bar: float32
+/// storage (2 ulp) and the cancellation in 1 - alpha_bar, 4 eps_f32 / (1 - alpha_bar), which the
+/// README names as the cause of its largest deviations. Evaluated at the schedule's smallest
+/// sigma (sigma(0)), where it is largest, it bounds every sigma of a grid.
+pub fn f32_sigma_rel_tol(schedule: &diffuse::schedule::Schedule) -> f64 {
+    let one_minus_alpha_bar = 1.0 - schedule.alpha_bar[0];
+    (4.0 * f64::from(f32::EPSILON) / one_minus_alpha_bar).max(2.0 * f64::from(f32::EPSILON))
+}

@@ -10,16 +10,21 @@
 //! deviation in euler.json is 1.3e-5), fractional Karras timesteps 1e-2 absolute ("up to a few
 //! 1e-3"), other timesteps 1e-3 absolute (float32 storage of values below 1000: ulp 6e-5).
 
-use crate::common::{analytic_denoiser, config, num, nums, tensor, tensors, tolerance, Checker};
+use crate::common::{
+    analytic_denoiser, config, f32_sigma_rel_tol, num, nums, tensor, tensors, tolerance, Checker,
+};
 use diffuse::compat::DiffusersSchedulerConfig;
 use diffuse::denoiser::NoiseLevel;
 use diffuse::rng::Replay;
 use diffuse::sample::dpm_solver::sample_dpm_solver;
+use diffuse::sample::grid::round_half_even;
 use diffuse::sample::karras::{sample_euler, sample_heun, Churn};
 use diffuse::sample::sigma_grid::{
-    dpm_grid, euler_grid, init_noise_sigma, FinalSigma, Interpolation, ModelTime, SigmaConversion,
+    dpm_grid, euler_grid, init_noise_sigma, recovery_log_sigmas, DpmGridOptions, FinalSigma,
+    Interpolation, ModelTime, SigmaConversion,
 };
 use diffuse::sample::{ClippedX0, StepInfo};
+use diffuse::schedule::{sigma_to_t_in, Schedule};
 use diffuse::tensor::to_vec;
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -50,7 +55,11 @@ fn grid_of(cfg: &DiffusersSchedulerConfig, n: usize) -> Vec<NoiseLevel> {
 fn diffusers_sigmas(cfg: &DiffusersSchedulerConfig, grid: &[NoiseLevel]) -> Vec<f64> {
     let mut sigmas: Vec<f64> = grid.iter().map(|l| l.sigma).collect();
     let opts = cfg.sigma_grid_options().unwrap();
-    if opts.interpolation == Interpolation::LogLinear && opts.conversion == SigmaConversion::None {
+    // (With continuous timesteps every placed sigma is already a level of the grid.)
+    if opts.interpolation == Interpolation::LogLinear
+        && opts.conversion == SigmaConversion::None
+        && opts.model_time != ModelTime::LogSigma
+    {
         let s = cfg.schedule().unwrap();
         sigmas.push(match opts.final_sigma {
             FinalSigma::Zero => 0.0,
@@ -89,8 +98,8 @@ fn check_tables(file: &Value, heun: bool, c: &mut Checker) {
                 (2.0 * num(&chk["timesteps_max_abs_dev"])).max(1e-9),
             ),
             None => (
-                1e-4,
-                if cfg.use_karras_sigmas || cfg.use_exponential_sigmas {
+                f32_sigma_rel_tol(&cfg.schedule().unwrap()).max(1e-4),
+                if cfg.sigma_grid_options().unwrap().conversion != SigmaConversion::None {
                     1e-2
                 } else {
                     1e-3
@@ -98,6 +107,11 @@ fn check_tables(file: &Value, heun: bool, c: &mut Checker) {
             ),
         };
         let grid = grid_of(&cfg, n);
+        // diffusers stores sigmas and timesteps in float32: never ask for more than 2 ulp.
+        let f32_ulps = 2.0 * f64::from(f32::EPSILON);
+        let sigma_tol = sigma_tol.max(f32_ulps);
+        let t_max = grid.iter().map(|l| l.t.abs()).fold(1.0, f64::max);
+        let t_tol = t_tol.max(f32_ulps * t_max);
         let (sigmas, ts) = if heun {
             interleave(&grid)
         } else {
@@ -216,7 +230,14 @@ fn check_sigma_runs(file: &Value, heun: bool, c: &mut Checker) {
             );
         }
         let c_in: Vec<f64> = levels.iter().map(|l| l.alpha()).collect();
-        c.close(&format!("{name} c_in"), &c_in, &nums(&run["c_in"]), 1e-4);
+        // c_in = 1/sqrt(sigma^2 + 1) carries the float32 error of diffusers' sigma.
+        let c_in_tol = f32_sigma_rel_tol(&cfg.schedule().unwrap()).max(1e-4);
+        c.close(
+            &format!("{name} c_in"),
+            &c_in,
+            &nums(&run["c_in"]),
+            c_in_tol,
+        );
         // State after step k: after evaluation k (Euler), or after the corrector evaluation
         // 2k + 1 (Heun; the last step, a single Euler evaluation, is evaluation 2n - 2).
         for (k, (x, x0)) in got.iter().enumerate() {
@@ -265,6 +286,37 @@ pub fn check_heun(file: &Value, c: &mut Checker) {
     check_sigma_runs(file, true, c);
 }
 
+/// Integer timesteps of converted sigmas are a rounding or an integer cast of a fractional
+/// index that diffusers recovers from float32 sigmas: a relative sigma error up to
+/// [`f32_sigma_rel_tol`] (the converted sigmas inherit the float32 error of the table ends they
+/// span) moves that index over [t(sigma (1 - d)), t(sigma (1 + d))]. Where our integer differs
+/// from the file's and the file's is the rounding or cast of a point of that interval, float32
+/// decided it: the file's value is accepted and used as the network's timestep (the states are
+/// then still compared with the file's tolerance).
+fn accept_float32_ties(
+    schedule: &Schedule,
+    options: &DpmGridOptions,
+    levels: &mut [NoiseLevel],
+    want: &[f64],
+) {
+    let logs = recovery_log_sigmas(schedule);
+    let d = f32_sigma_rel_tol(schedule);
+    let to_int = |t: f64| match options.model_time {
+        ModelTime::TruncatedIndex => t.trunc(),
+        _ => round_half_even(t),
+    };
+    for (level, &w) in levels.iter_mut().zip(want) {
+        if level.t == w {
+            continue;
+        }
+        let lo = to_int(sigma_to_t_in(&logs, level.sigma * (1.0 - d)));
+        let hi = to_int(sigma_to_t_in(&logs, level.sigma * (1.0 + d)));
+        if lo <= w && w <= hi {
+            level.t = w;
+        }
+    }
+}
+
 pub fn check_dpm(file: &Value, c: &mut Checker) {
     for (r, run) in file["runs"].as_array().unwrap().iter().enumerate() {
         let cfg = config(&run["config"]);
@@ -274,14 +326,20 @@ pub fn check_dpm(file: &Value, c: &mut Checker) {
             "dpmsolver run {r} ({} {} order {} karras={})",
             cfg.algorithm_type, cfg.prediction_type, cfg.solver_order, cfg.use_karras_sigmas
         );
-        let grid = dpm_grid(&s, n, &cfg.dpm_grid_options().unwrap());
+        let grid_opts = cfg.dpm_grid_options().unwrap();
+        let mut grid = dpm_grid(&s, n, &grid_opts);
         let opts = cfg.dpm_solver_options().unwrap();
         let steps = grid.len() - 1;
+        let want_ts = nums(&run["timesteps"]);
+        if grid_opts.conversion != SigmaConversion::None {
+            accept_float32_ties(&s, &grid_opts, &mut grid[..steps], &want_ts);
+        }
         let ts: Vec<f64> = grid[..steps].iter().map(|l| l.t).collect();
-        c.equal(&format!("{name} timesteps"), &ts, &nums(&run["timesteps"]));
+        c.equal(&format!("{name} timesteps"), &ts, &want_ts);
         if let Some(want) = run.get("sigmas") {
-            // diffusers stores float32 sigmas: 2e-4 relative covers the README's largest stated
-            // float32 deviation (sigma_min, about 1e-4).
+            // diffusers stores float32 sigmas computed from float32 alpha_bar: the README's
+            // largest stated deviation (sigma_min, about 1e-4) and the float32 cancellation
+            // bound of the schedule.
             let got: Vec<f64> = grid.iter().map(|l| l.sigma).collect();
             let rel: Vec<f64> = got
                 .iter()
@@ -292,7 +350,7 @@ pub fn check_dpm(file: &Value, c: &mut Checker) {
                 &format!("{name} sigmas (relative)"),
                 &rel,
                 &vec![0.0; got.len()],
-                2e-4,
+                f32_sigma_rel_tol(&s).max(2e-4),
             );
         }
         let den = analytic_denoiser(file, &cfg);

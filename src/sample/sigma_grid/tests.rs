@@ -280,3 +280,25 @@ fn beta_quantiles_match_scipy() {
         (0.0, 1.0)
     );
 }
+
+#[test]
+fn zero_snr_sigma_max_maps_where_diffusers_puts_it() {
+    // diffusers 0.42.1, EulerDiscreteScheduler(rescale_betas_zero_snr=True,
+    // use_karras_sigmas=True).set_timesteps(3): timesteps[0] = 995.2574 (float32 tables; its
+    // float32 log-sigma of the 2^-24 level lies above ln 4096, and the rescaled table crosses
+    // 4096 between t = 995 and 996 on its way up to sigma(998) ~ 15406). Ours comes from
+    // float64 tables, whose top values differ from float32 ones by ~1e-3 relative there:
+    // 0.05 absolute.
+    let z = ScheduleConfig {
+        rescale_zero_terminal_snr: true,
+        ..ScheduleConfig::default()
+    }
+    .build()
+    .unwrap();
+    let opts = SigmaGridOptions {
+        conversion: SigmaConversion::Karras,
+        ..Default::default()
+    };
+    let g = euler_grid(&z, 3, &opts);
+    assert!((g[0].t - 995.2574).abs() < 0.05, "{}", g[0].t);
+}

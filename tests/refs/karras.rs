@@ -5,10 +5,13 @@
 //! are compared with the files' samples (Heun: predictor points included).
 //!
 //! Tolerances: runs use the README rule. Tables use their own `f64_check` (sigmas: relative,
-//! timesteps: absolute). A table without `f64_check` (heun.json) falls back to the README's
-//! stated float32 deviations: sigmas 1e-4 relative (float32 tables; the largest measured
-//! deviation in euler.json is 1.3e-5), fractional Karras timesteps 1e-2 absolute ("up to a few
-//! 1e-3"), other timesteps 1e-3 absolute (float32 storage of values below 1000: ulp 6e-5).
+//! timesteps: absolute), never below 2 float32 ulps (diffusers stores both in float32). A table
+//! without `f64_check` (heun.json) falls back to the README's stated float32 deviations:
+//! sigmas 1e-4 relative or the float32 cancellation bound of the schedule's sigma_min
+//! ([`f32_sigma_rel_tol`]), whichever is larger; converted (Karras, exponential, beta)
+//! timesteps 1e-2 absolute ("up to a few 1e-3"), other timesteps 1e-3 absolute. DPM-Solver's
+//! integer timesteps must be equal, except where float32 decides a rounding
+//! ([`accept_float32_ties`]).
 
 use crate::common::{
     analytic_denoiser, config, f32_sigma_rel_tol, num, nums, tensor, tensors, tolerance, Checker,

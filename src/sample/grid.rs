@@ -63,10 +63,12 @@ pub fn timesteps(spacing: Spacing, num_train: usize, n: usize, steps_offset: usi
                 .collect()
         }
         Spacing::Trailing => {
-            // np.arange(T, 0, -T/n): its length is ceil(T / (T/n)) in float64, as numpy computes it.
+            // round(T - k T/n) - 1 for k = 0..n. diffusers writes np.arange(T, 0, -T/n), whose
+            // float64 length is n + 1 for some n (61, 103, 121 at T = 1000): it then takes one
+            // extra step at timestep -1, which indexes alphas_cumprod[-1] (pure noise). We keep
+            // exactly n steps, ending at T/n - 1.
             let step = t_max / n as f64;
-            let len = (t_max / step).ceil() as usize;
-            (0..len)
+            (0..n)
                 .map(|k| round_half_even(t_max - k as f64 * step) - 1.0)
                 .collect()
         }
@@ -258,6 +260,19 @@ pub fn ddim_inversion_grid(
 mod tests {
     use super::*;
     use crate::schedule::ScheduleConfig;
+
+    #[test]
+    fn trailing_spacing_has_exactly_n_steps() {
+        for n in [1usize, 10, 16, 61, 103, 121, 999, 1000] {
+            let t = discrete_timesteps(Spacing::Trailing, 1000, n, 0);
+            assert_eq!(t.len(), n, "n = {n}");
+            assert_eq!(t[0], 999);
+            assert_eq!(
+                *t.last().unwrap(),
+                round_half_even(1000.0 / n as f64) as usize - 1
+            );
+        }
+    }
 
     #[test]
     fn spacings_match_their_definitions() {

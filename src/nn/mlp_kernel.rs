@@ -7,24 +7,16 @@
 //! flex backend uses), and bias/time additions and SiLU and its derivative are fused into single
 //! passes. The gradients are checked against burn's autodiff in this module's tests.
 //!
+//! A kernel runs on one thread; the trainer parallelises by splitting the batch into fixed
+//! shards (one kernel each) and summing their gradients in shard order, so results do not depend
+//! on the number of threads and there is one fork-join per step instead of one per op.
+//!
 //! Backward, with `s = sigmoid(z)` and `silu'(z) = s (1 + z (1 - s))`:
 //! `dW_out = h_L^T dout`, `dh_L = dout W_out^T`; per layer (L..1) `dz_l = dh_l * silu'(z_l)`,
 //! `dW_l = h_{l-1}^T dz_l`, `db_l = sum_n dz_l`, `dtemb += dz_l`, `dh_{l-1} = dz_l W_l^T`;
 //! then the time MLP the same way from `dtemb`.
 
 use super::mlp::{LinearSlot, MlpConfig, MlpParams};
-use rayon::prelude::*;
-
-/// Threads for one matrix product (gemm parallelises over output blocks, so results do not
-/// depend on the thread count's scheduling: each output element is summed in one fixed order).
-fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads > 1 && m * n * k >= 64 * 64 * 64 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    }
-}
 
 /// `dst[m, n] = (accumulate ? dst : 0) + op(a)[m, k] op(b)[k, n]`, all row-major; `op` is the
 /// transpose when the flag is set (`a` then stored `[k, m]`, `b` stored `[n, k]`).
@@ -73,7 +65,7 @@ pub fn matmul(
             false,
             false,
             false,
-            parallelism(m, n, k),
+            gemm::Parallelism::None,
         );
     }
 }
@@ -96,57 +88,29 @@ fn linear_forward(
     let (w, b) = (&params[slot.weight_range()], &params[slot.bias_range()]);
     let d = slot.d_out;
     matmul(z, x, false, w, false, n, slot.d_in, d, false);
-    // Row blocks in parallel: every element is computed on its own, so the thread count does
-    // not change any result.
-    let rows = ROWS_PER_TASK;
-    let z = &mut z[..n * d];
-    let bias_and_add = |r0: usize, zb: &mut [f32]| {
-        for (k, row) in zb.chunks_mut(d).enumerate() {
-            for (v, bias) in row.iter_mut().zip(b) {
-                *v += bias;
-            }
-            if let Some(add) = add {
-                let r = r0 + k;
-                for (v, a) in row.iter_mut().zip(&add[r * d..(r + 1) * d]) {
-                    *v += a;
-                }
+    for (r, row) in z[..n * d].chunks_mut(d).enumerate() {
+        for (v, bias) in row.iter_mut().zip(b) {
+            *v += bias;
+        }
+        if let Some(add) = add {
+            for (v, a) in row.iter_mut().zip(&add[r * d..(r + 1) * d]) {
+                *v += a;
             }
         }
-    };
-    match act {
-        None => z
-            .par_chunks_mut(rows * d)
-            .enumerate()
-            .for_each(|(c, zb)| bias_and_add(c * rows, zb)),
-        Some((s, h)) => z
-            .par_chunks_mut(rows * d)
-            .zip(s[..n * d].par_chunks_mut(rows * d))
-            .zip(h[..n * d].par_chunks_mut(rows * d))
-            .enumerate()
-            .for_each(|(c, ((zb, sb), hb))| {
-                bias_and_add(c * rows, zb);
-                for ((zv, sv), hv) in zb.iter().zip(sb.iter_mut()).zip(hb.iter_mut()) {
-                    *sv = sigmoid(*zv);
-                    *hv = zv * *sv;
-                }
-            }),
+    }
+    if let Some((s, h)) = act {
+        for ((zv, sv), hv) in z[..n * d].iter().zip(s.iter_mut()).zip(h.iter_mut()) {
+            *sv = sigmoid(*zv);
+            *hv = zv * *sv;
+        }
     }
 }
 
-/// Rows per parallel task of the elementwise passes.
-const ROWS_PER_TASK: usize = 64;
-
 /// In place `dz = dh * silu'(z)` with `silu'(z) = s (1 + z (1 - s))`.
 fn silu_backward(dh: &mut [f32], z: &[f32], s: &[f32]) {
-    let chunk = 16 * 1024;
-    dh.par_chunks_mut(chunk)
-        .zip(z.par_chunks(chunk))
-        .zip(s.par_chunks(chunk))
-        .for_each(|((g, z), s)| {
-            for ((g, zv), sv) in g.iter_mut().zip(z).zip(s) {
-                *g *= sv * (1.0 + zv * (1.0 - sv));
-            }
-        });
+    for ((g, zv), sv) in dh.iter_mut().zip(z).zip(s) {
+        *g *= sv * (1.0 + zv * (1.0 - sv));
+    }
 }
 
 /// `dW = x^T dz`, `db = sum_n dz` into the gradient vector.

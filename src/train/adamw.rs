@@ -3,6 +3,7 @@
 //! `p <- p (1 - lr wd)`; `m <- b1 m + (1 - b1) g`; `v <- b2 v + (1 - b2) g^2`;
 //! `p <- p - lr (m / (1 - b1^k)) / (sqrt(v / (1 - b2^k)) + eps)` at the k-th update.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of one update.
@@ -45,26 +46,34 @@ impl AdamWState {
         let step_size = (h.lr / bc1) as f32;
         let inv_sqrt_bc2 = (1.0 / bc2.sqrt()) as f32;
         let eps = h.eps as f32;
-        for (((p, g), m), v) in params
-            .iter_mut()
-            .zip(grad)
-            .zip(self.m.iter_mut())
-            .zip(self.v.iter_mut())
-        {
-            *p *= decay;
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            *p -= step_size * *m / (v.sqrt() * inv_sqrt_bc2 + eps);
-        }
+        // Elementwise, so splitting into parallel chunks changes no result.
+        params
+            .par_chunks_mut(CHUNK)
+            .zip(grad.par_chunks(CHUNK))
+            .zip(self.m.par_chunks_mut(CHUNK))
+            .zip(self.v.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), m), v)| {
+                for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    *p *= decay;
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    *p -= step_size * *m / (v.sqrt() * inv_sqrt_bc2 + eps);
+                }
+            });
     }
 }
 
-/// The global L2 norm of a gradient (accumulated in float64).
+/// Parameters per parallel task of the elementwise passes.
+pub const CHUNK: usize = 16 * 1024;
+
+/// The global L2 norm of a gradient (float64 partial sums over fixed chunks, added in order,
+/// so the result does not depend on the thread count).
 pub fn grad_norm(grad: &[f32]) -> f64 {
-    grad.iter()
-        .map(|g| (*g as f64) * (*g as f64))
-        .sum::<f64>()
-        .sqrt()
+    let partial: Vec<f64> = grad
+        .par_chunks(CHUNK)
+        .map(|c| c.iter().map(|g| (*g as f64) * (*g as f64)).sum::<f64>())
+        .collect();
+    partial.iter().sum::<f64>().sqrt()
 }
 
 /// Scales `grad` so its norm is at most `max_norm` (PyTorch's `clip_grad_norm_`:
@@ -74,7 +83,9 @@ pub fn clip_grad_norm(grad: &mut [f32], max_norm: f64) -> f64 {
     if max_norm > 0.0 {
         let c = max_norm / (norm + 1e-6);
         if c < 1.0 {
-            grad.iter_mut().for_each(|g| *g *= c as f32);
+            let c = c as f32;
+            grad.par_chunks_mut(CHUNK)
+                .for_each(|g| g.iter_mut().for_each(|g| *g *= c));
         }
     }
     norm

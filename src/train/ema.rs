@@ -2,6 +2,8 @@
 //! `min(decay, (1 + s) / (10 + s))`, so early averages follow the fast-moving weights (a constant
 //! 0.999 from step 0 would keep ~37% of the random initialisation after 1000 steps).
 
+use rayon::prelude::*;
+
 /// The effective decay at step `step`.
 pub fn ema_decay(decay: f64, step: u64) -> f64 {
     decay.min((1.0 + step as f64) / (10.0 + step as f64))
@@ -11,9 +13,13 @@ pub fn ema_decay(decay: f64, step: u64) -> f64 {
 pub fn ema_update(ema: &mut [f32], params: &[f32], decay: f64, step: u64) {
     let d = ema_decay(decay, step) as f32;
     let one_minus = 1.0 - d;
-    for (e, p) in ema.iter_mut().zip(params) {
-        *e = d * *e + one_minus * p;
-    }
+    ema.par_chunks_mut(super::adamw::CHUNK)
+        .zip(params.par_chunks(super::adamw::CHUNK))
+        .for_each(|(e, p)| {
+            for (e, p) in e.iter_mut().zip(p) {
+                *e = d * *e + one_minus * p;
+            }
+        });
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! learning rate, EMA. All randomness of step s comes from streams of (seed, s), so a run
 //! resumed from a checkpoint repeats a straight run bit for bit.
 
-use super::adamw::{clip_grad_norm, AdamWParams, AdamWState};
+use super::adamw::{clip_grad_norm, AdamWParams, AdamWState, CHUNK};
 use super::checkpoint::{save_checkpoint, Checkpoint, CheckpointError, RngState, TrainState};
 use super::config::RunConfig;
 use super::ema::ema_update;
@@ -23,6 +23,7 @@ use burn::tensor::{DType, Device};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -71,7 +72,9 @@ pub struct Trainer {
     pub sampler: TimestepSampler,
     /// Steps taken so far.
     pub step: u64,
-    kernel: MlpKernel,
+    /// One kernel and gradient buffer per batch shard ([`shard_count`]).
+    kernels: Vec<MlpKernel>,
+    shard_grads: Vec<Vec<f32>>,
     /// Sinusoidal embedding of every integer timestep, `[T, E]`.
     emb_table: Vec<f32>,
     grad: Vec<f32>,
@@ -136,7 +139,8 @@ impl Trainer {
             optimizer,
             sampler,
             step,
-            kernel: MlpKernel::new(),
+            kernels: Vec::new(),
+            shard_grads: Vec::new(),
             emb_table,
             grad,
             inject_non_finite_at: None,
@@ -200,13 +204,44 @@ impl Trainer {
             emb.extend_from_slice(&self.emb_table[i * e..(i + 1) * e]);
         }
 
-        let out = self.kernel.forward(&self.params, &x_t, &emb);
-        let mse = per_sample_mse(out, &tgt, d);
         let w: Vec<f64> = t
             .iter()
             .zip(&importance)
             .map(|(&i, iw)| iw * loss_weight(cfg.train.loss, cfg.prediction, &self.schedule, i))
             .collect();
+
+        // Forward, per-sample loss and backward of each shard in parallel; dLoss/dout =
+        // 2 w_n (out - target) / (N D).
+        let shards = shard_count(n);
+        let rows = n.div_ceil(shards);
+        self.kernels.resize_with(shards, MlpKernel::new);
+        self.shard_grads
+            .resize_with(shards, || vec![0.0; self.params.len()]);
+        let params = &self.params;
+        let mse_parts: Vec<Vec<f64>> = self
+            .kernels
+            .par_iter_mut()
+            .zip(self.shard_grads.par_iter_mut())
+            .enumerate()
+            .map(|(k, (kernel, grad))| {
+                let (r0, r1) = (k * rows, ((k + 1) * rows).min(n));
+                let out = kernel.forward(params, &x_t[r0 * d..r1 * d], &emb[r0 * e..r1 * e]);
+                let tgt = &tgt[r0 * d..r1 * d];
+                let mse = per_sample_mse(out, tgt, d);
+                let d_out: Vec<f32> = out
+                    .chunks(d)
+                    .zip(tgt.chunks(d))
+                    .zip(&w[r0..r1])
+                    .flat_map(|((o, y), w)| {
+                        let c = (2.0 * w / (n * d) as f64) as f32;
+                        o.iter().zip(y).map(move |(o, y)| c * (o - y))
+                    })
+                    .collect();
+                kernel.backward(params, &d_out, grad);
+                mse
+            })
+            .collect();
+        let mse: Vec<f64> = mse_parts.concat();
         let mut loss = mse.iter().zip(&w).map(|(m, w)| m * w).sum::<f64>() / n as f64;
         if self.inject_non_finite_at == Some(number) {
             loss = f64::NAN;
@@ -218,17 +253,20 @@ impl Trainer {
                 value: loss,
             });
         }
-        // dLoss/dout = 2 w_n (out - target) / (N D).
-        let d_out: Vec<f32> = out
-            .chunks(d)
-            .zip(tgt.chunks(d))
-            .zip(&w)
-            .flat_map(|((o, y), w)| {
-                let c = (2.0 * w / (n * d) as f64) as f32;
-                o.iter().zip(y).map(move |(o, y)| c * (o - y))
-            })
-            .collect();
-        self.kernel.backward(&self.params, &d_out, &mut self.grad);
+        // Sum the shard gradients in shard order (parallel over parameter chunks).
+        let shard_grads = &self.shard_grads;
+        self.grad
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, g)| {
+                let range = c * CHUNK..c * CHUNK + g.len();
+                g.copy_from_slice(&shard_grads[0][range.clone()]);
+                for sg in &shard_grads[1..] {
+                    for (a, b) in g.iter_mut().zip(&sg[range.clone()]) {
+                        *a += b;
+                    }
+                }
+            });
         let grad_norm = clip_grad_norm(&mut self.grad, cfg.train.grad_clip);
         if !grad_norm.is_finite() {
             return Err(TrainError::NonFinite {
@@ -260,6 +298,17 @@ impl Trainer {
             grad_norm,
             lr,
         })
+    }
+}
+
+/// How many shards a batch is split into for parallel forward/backward: a function of the batch
+/// size only (at most 256 rows per shard, at least 2 shards from 64 rows on), so the summation
+/// order, and with it every result, is the same on any number of threads.
+pub fn shard_count(batch: usize) -> usize {
+    if batch < 64 {
+        1
+    } else {
+        batch.div_ceil(256).max(2)
     }
 }
 

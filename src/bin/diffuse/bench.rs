@@ -62,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.what != "train-mlp" {
         bail!("unknown benchmark {:?}: expected train-mlp", args.what);
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = rayon::current_num_threads();
     for &batch in &args.batches {
         let mut trainer = Trainer::new(config(batch))?;
         let (ms, steps) = time(args.seconds, || {

@@ -20,6 +20,9 @@ pub struct Args {
     steps: usize,
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
+    /// Timestep spacing of the grid: linspace | leading | trailing (default: the sampler's).
+    #[arg(long)]
+    spacing: Option<String>,
     /// Samples per seed (and size of the fresh data sets).
     #[arg(long, default_value_t = 4000)]
     n: usize,
@@ -41,7 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::default();
     let run = open(&args.run, args.raw, &device)?;
     let opts = EvalOptions {
-        sampler: sampler_config(&args.sampler, args.steps, args.eta)?,
+        sampler: sampler_config(&args.sampler, args.steps, args.eta, args.spacing.as_deref())?,
         n: args.n,
         num_seeds: args.seeds,
         seed: args.seed,

@@ -41,14 +41,20 @@ pub fn open(dir: &Path, raw: bool, device: &Device) -> anyhow::Result<Run> {
     })
 }
 
-/// A sampler configuration from command-line names.
+/// A sampler configuration from command-line names (`spacing`: the sampler's default if None).
 pub fn sampler_config(
     name: &str,
     steps: usize,
     eta: f64,
+    spacing: Option<&str>,
 ) -> anyhow::Result<diffuse::sample::registry::SamplerConfig> {
     let kind = diffuse::sample::registry::SamplerKind::from_name(name)?;
     let mut cfg = diffuse::sample::registry::SamplerConfig::new(kind, steps);
     cfg.eta = eta;
+    if let Some(name) = spacing {
+        cfg.spacing = diffuse::sample::grid::Spacing::from_name(name).ok_or_else(|| {
+            anyhow::anyhow!("--spacing {name:?}: expected linspace, leading or trailing")
+        })?;
+    }
     Ok(cfg)
 }

@@ -26,6 +26,9 @@ pub struct Args {
     /// DDIM eta.
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
+    /// Timestep spacing of the grid: linspace | leading | trailing (default: the sampler's).
+    #[arg(long)]
+    spacing: Option<String>,
     /// Number of points.
     #[arg(long, default_value_t = 4000)]
     n: usize,
@@ -48,7 +51,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::default();
     let run = open(&args.run, args.raw, &device)?;
-    let cfg = sampler_config(&args.sampler, args.steps, args.eta)?;
+    let cfg = sampler_config(&args.sampler, args.steps, args.eta, args.spacing.as_deref())?;
     let d = run.config.model.data_dim;
     let mut snapshots: Vec<(String, Vec<f64>)> = Vec::new();
     let keep: Vec<usize> = (0..4).map(|k| k * args.steps / 4).collect();

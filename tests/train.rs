@@ -54,10 +54,12 @@ fn eval_opts() -> EvalOptions {
 
 #[test]
 fn short_run_on_the_mixture_is_far_better_than_untrained() {
-    // 400 steps of a 2x64 MLP (a few seconds). Untrained, DDPM maps noise to a blob far from
-    // the mixture; trained, the sliced W1 must drop by at least 3x and the exact mean log-density
-    // of the samples must rise by at least 1 nat (measured: ~10x and several nats; the margins
-    // leave room for seed-to-seed spread of 1000-sample estimates, ~10% for W1).
+    // 400 steps of a 2x64 MLP (~1.5 s). Untrained, DDPM's x_0 = (x_t - s eps)/a amplifies the
+    // random net's output and the samples explode (measured SW 184, mean log p -6.6e5). Trained:
+    // SW must be within 8x the data-vs-data floor and the exact mean log-density of the samples
+    // within 6 nats of fresh data's (measured 4.6x the floor and 3.6 nats; the margins leave room
+    // for float differences across machines and the ~10% spread of 1000-sample estimates), and
+    // both far better than untrained (SW at least 100x smaller).
     let device = Device::default();
     let mut trainer = Trainer::new(tiny(ToyDataset::Mixture, 400, 256)).unwrap();
     let schedule = trainer.schedule.clone();
@@ -98,8 +100,15 @@ fn short_run_on_the_mixture_is_far_better_than_untrained() {
         "SW {sw0:.4} -> {sw1:.4} (floor {:.4}); log p {ll0:.3} -> {:.3} (data {:.3})",
         after.sliced_wasserstein.floor.mean, ll1.mean, ll_data.mean
     );
-    assert!(sw1 < sw0 / 3.0, "SW {sw0} -> {sw1}");
-    assert!(ll1.mean > ll0 + 1.0, "log p {ll0} -> {}", ll1.mean);
+    assert!(sw1 < sw0 / 100.0, "SW {sw0} -> {sw1}");
+    assert!(sw1 < 8.0 * after.sliced_wasserstein.floor.mean, "SW {sw1}");
+    assert!(
+        ll1.mean > ll_data.mean - 6.0,
+        "log p {} vs data {}",
+        ll1.mean,
+        ll_data.mean
+    );
+    assert!(ll1.mean > ll0, "log p {ll0} -> {}", ll1.mean);
 }
 
 #[test]

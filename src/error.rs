@@ -11,6 +11,12 @@ pub enum Error {
     /// A configuration value is out of its valid range.
     #[error("invalid {name}: {reason}")]
     InvalidConfig { name: &'static str, reason: String },
+    /// A data file could not be read or parsed.
+    #[error("{path}: {reason}")]
+    Data {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     /// Tensor shapes do not agree.
     #[error("shape mismatch: {0}")]
     Shape(String),

@@ -14,10 +14,14 @@
 //! together with the (possibly fractional) timestep value the network is given.
 
 pub mod compat;
+pub mod data;
 pub mod denoiser;
 pub mod error;
+pub mod eval;
 pub mod forward;
 pub mod likelihood;
+pub mod loss;
+pub mod nn;
 pub mod oracle;
 pub mod prediction;
 pub mod rng;
@@ -25,6 +29,7 @@ pub mod sample;
 pub mod schedule;
 pub mod sde;
 pub mod tensor;
+pub mod train;
 pub mod variance;
 pub mod viz;
 

@@ -1,6 +1,11 @@
 //! The `diffuse` command: one file per subcommand.
 
+mod bench;
+mod eval;
+mod run_dir;
+mod sample;
 mod schedule;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -19,10 +24,22 @@ struct Cli {
 enum Command {
     /// Print or write a beta schedule's tables and plot alpha_bar and log-SNR against t.
     Schedule(schedule::Args),
+    /// Train the MLP denoiser on a toy set or a point file.
+    Train(train::Args),
+    /// Draw samples from a trained run (scatter plot beside the data, points as CSV/NPY).
+    Sample(sample::Args),
+    /// Sliced Wasserstein and MMD against fresh data, next to the data-vs-data floor.
+    Eval(eval::Args),
+    /// Time the training step (`diffuse bench train-mlp`).
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Schedule(args) => schedule::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Sample(args) => sample::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

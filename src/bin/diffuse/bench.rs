@@ -1,0 +1,99 @@
+//! `diffuse bench train-mlp`: milliseconds per training step (forward + backward + AdamW) of
+//! the default MLP (3 x 256, time embedding 64) on 2-D data, at each batch size; the same step
+//! through burn's generic autodiff + burn's AdamW for comparison (`--burn`). Prints one JSON
+//! line per measurement (bench/train_mlp.sh puts PyTorch beside it).
+
+use anyhow::bail;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{DType, Device, Tensor};
+use diffuse::data::{DataSpec, ToyDataset};
+use diffuse::nn::{MlpConfig, MlpParams};
+use diffuse::tensor::from_rows;
+use diffuse::train::{RunConfig, TrainConfig, Trainer};
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// What to time: train-mlp.
+    what: String,
+    /// Batch sizes (repeatable).
+    #[arg(long = "batch", default_values_t = vec![512, 64])]
+    batches: Vec<usize>,
+    /// Seconds of timed steps per measurement (after 20 warm-up steps).
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Also time the same step through burn autodiff and burn's AdamW.
+    #[arg(long)]
+    burn: bool,
+}
+
+/// Runs `step` for about `seconds` after a warm-up; returns ms per step.
+fn time(seconds: f64, mut step: impl FnMut()) -> (f64, u64) {
+    for _ in 0..20 {
+        step();
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        step();
+        n += 1;
+    }
+    (start.elapsed().as_secs_f64() * 1e3 / n as f64, n)
+}
+
+fn config(batch: usize) -> RunConfig {
+    RunConfig {
+        model: MlpConfig::new(2),
+        schedule: Default::default(),
+        prediction: Default::default(),
+        data: DataSpec::Toy {
+            name: ToyDataset::Moons,
+        },
+        train: TrainConfig {
+            batch_size: batch,
+            steps: u64::MAX,
+            ..TrainConfig::default()
+        },
+        seed: 0,
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.what != "train-mlp" {
+        bail!("unknown benchmark {:?}: expected train-mlp", args.what);
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for &batch in &args.batches {
+        let mut trainer = Trainer::new(config(batch))?;
+        let (ms, steps) = time(args.seconds, || {
+            trainer.train_step().expect("finite training step");
+        });
+        println!(
+            "{}",
+            serde_json::json!({"impl": "diffuse", "batch": batch, "ms_per_step": ms, "steps": steps, "threads": threads})
+        );
+        if args.burn {
+            let device = Device::default().autodiff();
+            let params = MlpParams::init(&MlpConfig::new(2), 0)?;
+            let mut model = params.to_module(&device);
+            let mut optim = AdamWConfig::new()
+                .with_weight_decay(0.01)
+                .with_epsilon(1e-8)
+                .init();
+            let x = from_rows(vec![0.5; batch * 2], batch, 2, &device, DType::F32);
+            let y = from_rows(vec![0.1; batch * 2], batch, 2, &device, DType::F32);
+            let t: Vec<f64> = (0..batch).map(|i| (i % 1000) as f64).collect();
+            let (ms, steps) = time(args.seconds, || {
+                let out = model.forward_t(x.clone(), &t);
+                let loss: Tensor<1> = (out - y.clone()).square().mean();
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(1e-3, model.clone(), grads);
+            });
+            println!(
+                "{}",
+                serde_json::json!({"impl": "burn-autodiff", "batch": batch, "ms_per_step": ms, "steps": steps, "threads": threads})
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! Training (SPEC §4): the run configuration, the loop (AdamW with warmup + cosine decay,
+//! gradient-norm clipping, EMA with warmup, NaN guard), and checkpoints.
+
+pub mod adamw;
+pub mod checkpoint;
+pub mod config;
+pub mod ema;
+pub mod lr;
+pub mod trainer;
+
+pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, CheckpointError};
+pub use config::{RunConfig, TrainConfig};
+pub use trainer::{fit, FitOptions, StepStats, TrainError, Trainer};

@@ -1,0 +1,151 @@
+//! The `diffuse` binary end to end in a temp dir: train -> sample -> eval (and --resume); the
+//! files exist and parse.
+
+use std::path::Path;
+use std::process::Command;
+
+fn diffuse(args: &[&str], cwd: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "diffuse {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn train_sample_eval_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    diffuse(
+        &[
+            "train",
+            "--data",
+            "moons",
+            "--steps",
+            "60",
+            "--out",
+            "run",
+            "--hidden",
+            "32",
+            "--depth",
+            "2",
+            "--batch-size",
+            "64",
+            "--checkpoint-every",
+            "30",
+            "--quiet",
+        ],
+        d,
+    );
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "train_state.safetensors",
+        "metrics.jsonl",
+        "loss.png",
+    ] {
+        assert!(d.join("run").join(f).exists(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(d.join("run/metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6, "a line every 10 steps");
+    for key in ["step", "loss", "grad_norm", "lr", "time"] {
+        assert!(lines[0][key].is_number(), "{key}");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("run/config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"]["hidden"], 32);
+
+    // Resume to 80 steps: metrics are appended.
+    diffuse(
+        &[
+            "train", "--out", "run", "--resume", "--steps", "80", "--quiet",
+        ],
+        d,
+    );
+    let metrics = std::fs::read_to_string(d.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 8);
+
+    diffuse(
+        &[
+            "sample",
+            "--run",
+            "run",
+            "--sampler",
+            "ddpm",
+            "--steps",
+            "20",
+            "--n",
+            "300",
+            "--out",
+            "s.png",
+            "--points",
+            "s.csv",
+            "--points",
+            "s.npy",
+            "--trajectory",
+            "traj.png",
+        ],
+        d,
+    );
+    assert!(d.join("s.png").exists() && d.join("traj.png").exists());
+    let csv =
+        diffuse::data::file::parse_csv(&std::fs::read_to_string(d.join("s.csv")).unwrap()).unwrap();
+    assert_eq!((csv.dim, csv.len()), (2, 300));
+    let npy = diffuse::data::file::parse_npy(&std::fs::read(d.join("s.npy")).unwrap()).unwrap();
+    assert_eq!(npy, csv);
+
+    let text = diffuse(
+        &[
+            "eval",
+            "--run",
+            "run",
+            "--sampler",
+            "ddpm",
+            "--steps",
+            "20",
+            "--n",
+            "300",
+            "--seeds",
+            "2",
+        ],
+        d,
+    );
+    assert!(text.contains("sliced W1"), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("run/eval.json")).unwrap()).unwrap();
+    assert!(report["sliced_wasserstein"]["ratio"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["mmd"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn clear_errors_for_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args(["train", "--data", "nope.csv", "--out", "r", "--steps", "1"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("nope.csv"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args(["sample", "--run", "missing-run"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("config.json"),
+        "{err}"
+    );
+}

@@ -1,12 +1,11 @@
 //! `diffuse sample`: draws points from a trained run with any registered sampler; writes a
 //! scatter plot beside fresh data, the points (CSV and/or NPY), and optionally the trajectory.
 
-use crate::run_dir::{open, sampler_config};
+use crate::run_dir::open;
 use anyhow::Context;
-use burn::tensor::{DType, Device};
+use burn::tensor::Device;
 use diffuse::data::file::write_points;
 use diffuse::data::{DataSpec, PointSet};
-use diffuse::sample::registry::sample;
 use diffuse::sample::StepInfo;
 use diffuse::tensor::to_vec;
 use diffuse::viz::scatter_panels;
@@ -17,7 +16,8 @@ pub struct Args {
     /// Run directory written by `diffuse train`.
     #[arg(long)]
     run: PathBuf,
-    /// ddpm | ddim | euler | euler-ancestral | heun | dpmpp-2m
+    /// ddpm | ddim | euler | euler-ancestral | heun | dpmpp-2m (or `ddim:eta=0.5,spacing=...`),
+    /// or a score-SDE sampler em | pc | ode (the only ones for runs trained with --sde).
     #[arg(long, default_value = "ddim")]
     sampler: String,
     /// Sampler steps.
@@ -48,7 +48,6 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::default();
     let run = open(&args.run, args.raw, &device)?;
-    let cfg = sampler_config(&args.sampler, args.steps, args.eta)?;
     let d = run.config.model.data_dim;
     let mut snapshots: Vec<(String, Vec<f64>)> = Vec::new();
     let keep: Vec<usize> = (0..4).map(|k| k * args.steps / 4).collect();
@@ -62,20 +61,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    let x = sample(
-        &cfg,
-        &run.denoiser,
-        &run.schedule,
+    let (x, nfe) = run.draw(
+        &args.sampler,
+        args.steps,
+        args.eta,
         args.n,
-        d,
-        &device,
-        DType::F32,
         args.seed,
-        0,
-        None,
         callback,
-    )
-    .with_context(|| format!("sampling with {}", args.sampler))?;
+    )?;
+    eprintln!(
+        "{} samples with {} ({nfe} network calls)",
+        args.n, args.sampler
+    );
     let points = to_vec(&x);
     let data = run.config.data.open()?.sample(args.n, args.seed, u64::MAX);
     if d == 2 {

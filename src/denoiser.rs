@@ -112,6 +112,12 @@ pub trait Network {
     fn forward(&self, x: Tensor<2>, t: &[f64], labels: Option<&[i64]>) -> Tensor<2>;
 }
 
+impl<N: Network + ?Sized> Network for &N {
+    fn forward(&self, x: Tensor<2>, t: &[f64], labels: Option<&[i64]>) -> Tensor<2> {
+        (**self).forward(x, t, labels)
+    }
+}
+
 /// How a network's input and output relate to the denoiser's prediction.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -38,6 +38,7 @@ fn tiny(data: ToyDataset, steps: u64, batch: usize) -> RunConfig {
             ..TrainConfig::default()
         },
         seed: 7,
+        sde: None,
     }
 }
 

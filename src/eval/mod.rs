@@ -5,4 +5,4 @@ pub mod distances;
 pub mod report;
 
 pub use distances::{median_distance, mmd_rbf, sliced_wasserstein};
-pub use report::{evaluate, EvalOptions, EvalReport, Stat};
+pub use report::{evaluate, evaluate_with, EvalOptions, EvalReport, Stat};

@@ -98,7 +98,8 @@ pub struct EvalReport {
     pub mixture_loglik: Option<(Stat, Stat)>,
 }
 
-/// Evaluates `denoiser` against `data` (both in the data's standardised coordinates).
+/// Evaluates `denoiser` with the registry sampler of `opts` against `data` (both in the data's
+/// standardised coordinates).
 pub fn evaluate<D: Denoiser + ?Sized>(
     denoiser: &D,
     schedule: &Schedule,
@@ -107,13 +108,7 @@ pub fn evaluate<D: Denoiser + ?Sized>(
     device: &Device,
 ) -> Result<EvalReport> {
     let d = data.dim();
-    let k = opts.bandwidth_fractions.len();
-    let (mut sw, mut sw_floor) = (Vec::new(), Vec::new());
-    let (mut mmd, mut mmd_floor) = (vec![Vec::new(); k], vec![Vec::new(); k]);
-    let (mut ll, mut ll_data) = (Vec::new(), Vec::new());
-    let seeds: Vec<u64> = (0..opts.num_seeds).map(|i| opts.seed + i).collect();
-    let mixture = GaussianMixture::toy_2d();
-    for &seed in &seeds {
+    let draw = |seed: u64| {
         let x = sample(
             &opts.sampler,
             denoiser,
@@ -127,7 +122,30 @@ pub fn evaluate<D: Denoiser + ?Sized>(
             None,
             None,
         )?;
-        let model = to_vec(&x);
+        Ok(to_vec(&x))
+    };
+    let (name, steps) = (opts.sampler.kind.name(), opts.sampler.steps);
+    evaluate_with(draw, name, steps, data, opts)
+}
+
+/// Evaluates the samples `draw(seed)` returns (`opts.n` rows) against `data`; `sampler` and
+/// `steps` label the report.
+pub fn evaluate_with<F: FnMut(u64) -> Result<Vec<f64>>>(
+    mut draw: F,
+    sampler: &str,
+    steps: usize,
+    data: &DataSource,
+    opts: &EvalOptions,
+) -> Result<EvalReport> {
+    let d = data.dim();
+    let k = opts.bandwidth_fractions.len();
+    let (mut sw, mut sw_floor) = (Vec::new(), Vec::new());
+    let (mut mmd, mut mmd_floor) = (vec![Vec::new(); k], vec![Vec::new(); k]);
+    let (mut ll, mut ll_data) = (Vec::new(), Vec::new());
+    let seeds: Vec<u64> = (0..opts.num_seeds).map(|i| opts.seed + i).collect();
+    let mixture = GaussianMixture::toy_2d();
+    for &seed in &seeds {
+        let model = draw(seed)?;
         // Fresh data from streams far from the training streams (2 step, 2 step + 1).
         let reference = data.sample(opts.n, seed, u64::MAX - 2 * seed);
         let other = data.sample(opts.n, seed, u64::MAX - 2 * seed - 1);
@@ -171,8 +189,8 @@ pub fn evaluate<D: Denoiser + ?Sized>(
         }
     }
     Ok(EvalReport {
-        sampler: opts.sampler.kind.name().to_string(),
-        sampler_steps: opts.sampler.steps,
+        sampler: sampler.to_string(),
+        sampler_steps: steps,
         n: opts.n,
         seeds,
         sliced_wasserstein: VsFloor::new(&sw, &sw_floor),

@@ -146,6 +146,9 @@ impl Divergence {
 pub enum TimeInput {
     /// t in [0, 1] as is.
     Continuous,
+    /// `scale * t`: what continuous-time networks trained here see ([`NETWORK_TIME_SCALE`]),
+    /// so their sinusoidal embedding spans the frequencies a discrete-step model's does.
+    Scaled(f64),
     /// ln sigma, sigma = s(t) / m(t) the VE noise scale (VE networks).
     LogSigma,
     /// The fractional code index of a discrete schedule with the same sigma (a discrete
@@ -158,11 +161,16 @@ impl TimeInput {
     pub fn value(&self, t: f64, m: Marginal) -> f64 {
         match self {
             TimeInput::Continuous => t,
+            TimeInput::Scaled(scale) => scale * t,
             TimeInput::LogSigma => m.sigma().ln(),
             TimeInput::Discrete(schedule) => schedule.sigma_to_t(m.sigma()),
         }
     }
 }
+
+/// Time scale of the continuous-time networks diffuse trains (score_sde's DDPM++ convention:
+/// the network sees 999 t for t in [0, 1]).
+pub const NETWORK_TIME_SCALE: f64 = 999.0;
 
 /// The noise level the denoiser interface uses for time t of an SDE.
 pub fn noise_level<S: Sde + ?Sized>(sde: &S, t: f64, time: &TimeInput) -> NoiseLevel {

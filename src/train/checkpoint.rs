@@ -29,7 +29,7 @@ pub const STATE_FILE: &str = "train_state.safetensors";
 /// Why a checkpoint could not be written or read; always names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

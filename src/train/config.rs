@@ -70,6 +70,10 @@ pub struct RunConfig {
     pub data: DataSpec,
     pub train: TrainConfig,
     pub seed: u64,
+    /// Train a continuous-time score model of this SDE by denoising score matching (SPEC §4,
+    /// lambda(t) = s(t)^2) instead of a discrete-step model of `schedule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sde: Option<crate::sde::SdeConfig>,
 }
 
 impl RunConfig {
@@ -82,6 +86,12 @@ impl RunConfig {
             return Err(Error::config(
                 "prediction",
                 "score prediction is not trainable with the discrete MLP (use eps, x0 or v)",
+            ));
+        }
+        if self.sde.is_some() && self.prediction != PredictionType::Eps {
+            return Err(Error::config(
+                "prediction",
+                "an SDE run trains an eps network (DSM with lambda = s^2); use --prediction eps",
             ));
         }
         let t = &self.train;

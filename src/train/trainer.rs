@@ -11,16 +11,16 @@ use super::config::RunConfig;
 use super::ema::ema_update;
 use super::lr::learning_rate;
 use crate::data::DataSource;
-use crate::forward::q_sample;
 use crate::loss::{loss_weight, per_sample_mse, TimestepSampler};
 use crate::nn::embedding::sinusoidal_embedding;
 use crate::nn::mlp_kernel::MlpKernel;
 use crate::nn::MlpParams;
 use crate::prediction::target;
 use crate::schedule::Schedule;
-use crate::tensor::{from_rows, to_vec};
+use crate::sde::score::NETWORK_TIME_SCALE;
+use crate::tensor::{from_rows, lincomb, to_vec};
 use burn::tensor::{DType, Device};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
@@ -43,7 +43,7 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Config(#[from] crate::Error),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -180,35 +180,22 @@ impl Trainer {
         let x0 = self.data.batch(n, cfg.seed, s);
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         rng.set_stream(2 * s + 1);
-        let (t, importance) = self.sampler.sample(n, &mut rng);
+        let levels = self.draw_levels(n, &mut rng);
         let eps: Vec<f64> = (0..n * d)
             .map(|_| StandardNormal.sample(&mut rng))
             .collect();
 
-        // x_t and the target in float64 (SPEC §2, §3), cast to float32 at the kernel's edge.
+        // x_t = a x_0 + s eps and the target in float64 (SPEC §2, §3), cast to float32 at the
+        // kernel's edge.
         let device = Device::default();
         let x0_t = from_rows(x0, n, d, &device, DType::F64);
         let eps_t = from_rows(eps, n, d, &device, DType::F64);
-        let x_t = q_sample(&self.schedule, &x0_t, &t, &eps_t);
-        let a: Vec<f64> = t.iter().map(|&i| self.schedule.sqrt_alpha_bar[i]).collect();
-        let sd: Vec<f64> = t
-            .iter()
-            .map(|&i| self.schedule.sqrt_one_minus_alpha_bar[i])
-            .collect();
-        let tgt = target(cfg.prediction, &x0_t, &eps_t, &a, &sd);
+        let (a, sd) = (&levels.a, &levels.s);
+        let x_t = lincomb(a, &x0_t, sd, &eps_t);
+        let tgt = target(cfg.prediction, &x0_t, &eps_t, a, sd);
         let x_t: Vec<f32> = to_vec(&x_t).into_iter().map(|v| v as f32).collect();
         let tgt: Vec<f32> = to_vec(&tgt).into_iter().map(|v| v as f32).collect();
-        let e = cfg.model.time_embed_dim;
-        let mut emb = Vec::with_capacity(n * e);
-        for &i in &t {
-            emb.extend_from_slice(&self.emb_table[i * e..(i + 1) * e]);
-        }
-
-        let w: Vec<f64> = t
-            .iter()
-            .zip(&importance)
-            .map(|(&i, iw)| iw * loss_weight(cfg.train.loss, cfg.prediction, &self.schedule, i))
-            .collect();
+        let (emb, w, e) = (levels.emb, levels.weight, cfg.model.time_embed_dim);
 
         // Forward, per-sample loss and backward of each shard in parallel; dLoss/dout =
         // 2 w_n (out - target) / (N D).
@@ -290,7 +277,9 @@ impl Trainer {
             cfg.train.ema_decay,
             s,
         );
-        self.sampler.update(&t, &mse);
+        if let Some(t) = &levels.steps {
+            self.sampler.update(t, &mse);
+        }
         self.step = number;
         Ok(StepStats {
             step: number,
@@ -309,6 +298,69 @@ pub fn shard_count(batch: usize) -> usize {
         1
     } else {
         batch.div_ceil(256).max(2)
+    }
+}
+
+/// The noise levels of one training batch: x_t = a x_0 + s eps, the network's time embedding
+/// `[N, E]`, the loss weight of each sample, and the discrete steps (for the importance sampler).
+struct BatchLevels {
+    a: Vec<f64>,
+    s: Vec<f64>,
+    emb: Vec<f32>,
+    weight: Vec<f64>,
+    steps: Option<Vec<usize>>,
+}
+
+/// Smallest training time of SDE runs (score_sde's eps: the marginal at t = 0 is degenerate).
+pub const SDE_TRAIN_EPS: f64 = 1e-5;
+
+impl Trainer {
+    /// Discrete runs: t from the timestep sampler (uniform or importance), the schedule's
+    /// coefficients and the configured loss weight. SDE runs: t ~ U(eps, 1), the SDE's marginal
+    /// (m(t), s(t)) and weight 1, since DSM with lambda(t) = s(t)^2 on an eps network is
+    /// ||s score_theta + z||^2 = ||eps_theta - z||^2 (SPEC §4).
+    fn draw_levels(&self, n: usize, rng: &mut ChaCha8Rng) -> BatchLevels {
+        let cfg = &self.config;
+        let e = cfg.model.time_embed_dim;
+        match &cfg.sde {
+            None => {
+                let (t, importance) = self.sampler.sample(n, rng);
+                let mut emb = Vec::with_capacity(n * e);
+                for &i in &t {
+                    emb.extend_from_slice(&self.emb_table[i * e..(i + 1) * e]);
+                }
+                let s = &self.schedule;
+                BatchLevels {
+                    a: t.iter().map(|&i| s.sqrt_alpha_bar[i]).collect(),
+                    s: t.iter().map(|&i| s.sqrt_one_minus_alpha_bar[i]).collect(),
+                    emb,
+                    weight: t
+                        .iter()
+                        .zip(&importance)
+                        .map(|(&i, iw)| iw * loss_weight(cfg.train.loss, cfg.prediction, s, i))
+                        .collect(),
+                    steps: Some(t),
+                }
+            }
+            Some(sde_cfg) => {
+                let sde = sde_cfg.build();
+                let t: Vec<f64> = (0..n)
+                    .map(|_| SDE_TRAIN_EPS + (1.0 - SDE_TRAIN_EPS) * rng.random::<f64>())
+                    .collect();
+                let marginals: Vec<_> = t.iter().map(|&t| sde.marginal(t)).collect();
+                let scaled: Vec<f64> = t.iter().map(|t| NETWORK_TIME_SCALE * t).collect();
+                BatchLevels {
+                    a: marginals.iter().map(|m| m.mean_coeff).collect(),
+                    s: marginals.iter().map(|m| m.std).collect(),
+                    emb: sinusoidal_embedding(&scaled, e)
+                        .into_iter()
+                        .map(|v| v as f32)
+                        .collect(),
+                    weight: vec![1.0; n],
+                    steps: None,
+                }
+            }
+        }
     }
 }
 

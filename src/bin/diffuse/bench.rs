@@ -55,6 +55,7 @@ fn config(batch: usize) -> RunConfig {
             ..TrainConfig::default()
         },
         seed: 0,
+        sde: None,
     }
 }
 

@@ -24,22 +24,35 @@ struct Cli {
 enum Command {
     /// Print or write a beta schedule's tables and plot alpha_bar and log-SNR against t.
     Schedule(schedule::Args),
-    /// Train the MLP denoiser on a toy set or a point file.
+    /// Train the MLP denoiser (or, with --sde, a score-SDE model) on a toy set or a point file.
     Train(train::Args),
     /// Draw samples from a trained run (scatter plot beside the data, points as CSV/NPY).
     Sample(sample::Args),
-    /// Sliced Wasserstein and MMD against fresh data, next to the data-vs-data floor.
+    /// Sliced Wasserstein and MMD against fresh data, next to the data-vs-data floor; --nll adds
+    /// the PF-ODE negative log-likelihood.
     Eval(eval::Args),
     /// Time the training step (`diffuse bench train-mlp`).
     Bench(bench::Args),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Schedule(args) => schedule::run(args),
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
+    }
+}
+
+/// Errors print as one line with their causes ("error: training into runs/x: step 12: ..."),
+/// not as a debug dump with a backtrace, and exit with status 1.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

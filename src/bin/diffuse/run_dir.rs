@@ -1,18 +1,32 @@
-//! Opening a trained run for sampling and evaluation.
+//! Opening a trained run for sampling and evaluation, and drawing from it with any sampler:
+//! the discrete registry samplers (SPEC §5) or the SDE samplers em / pc / ode (SPEC §6).
 
-use anyhow::Context;
-use burn::tensor::Device;
+use anyhow::{bail, Context};
+use burn::tensor::{DType, Device, Tensor};
 use diffuse::denoiser::{NetworkDenoiser, Parameterization};
-use diffuse::nn::Mlp;
+use diffuse::nn::{Mlp, MlpParams};
+use diffuse::rng::SampleRng;
+use diffuse::sample::grid::Spacing;
+use diffuse::sample::registry::{sample, SamplerConfig, SamplerKind};
+use diffuse::sample::Callback;
 use diffuse::schedule::Schedule;
+use diffuse::sde::score::{
+    DenoiserScore, NetworkScore, ScoreOutput, TimeInput, NETWORK_TIME_SCALE,
+};
+use diffuse::sde::{ScoreFn, Sde, SdeConfig, SdeSampler, VpSde};
+use diffuse::tensor::from_rows;
 use diffuse::train::checkpoint::{load_config, load_model};
 use diffuse::train::RunConfig;
 use std::path::Path;
+
+/// The SDE samplers' names.
+pub const SDE_SAMPLERS: [&str; 3] = ["em", "pc", "ode"];
 
 /// A trained run, ready to sample.
 pub struct Run {
     pub config: RunConfig,
     pub schedule: Schedule,
+    pub params: MlpParams,
     pub denoiser: NetworkDenoiser<Mlp>,
     pub step: u64,
 }
@@ -36,23 +50,139 @@ pub fn open(dir: &Path, raw: bool, device: &Device) -> anyhow::Result<Run> {
     Ok(Run {
         config,
         schedule,
+        params,
         denoiser,
         step,
     })
 }
 
-/// A sampler configuration from command-line names (`spacing`: the sampler's default if None).
+impl Run {
+    /// The SDE a score sampler or the likelihood integrates: the run's own SDE, or for a
+    /// discrete model the VP SDE whose discretisation is DDPM's linear schedule (SPEC §6).
+    pub fn sde_config(&self) -> SdeConfig {
+        self.config.sde.unwrap_or(SdeConfig::Vp(VpSde::default()))
+    }
+
+    /// Calls `f` with the run's score function on `net` (the run's MLP on some device):
+    /// a DSM-trained eps network, or the discrete model read as a VP score (SPEC §3).
+    pub fn with_score<R>(&self, net: &Mlp, sde: &dyn Sde, f: impl FnOnce(&dyn ScoreFn) -> R) -> R {
+        match self.config.sde {
+            Some(_) => f(&NetworkScore {
+                net,
+                sde,
+                output: ScoreOutput::Eps,
+                time: TimeInput::Scaled(NETWORK_TIME_SCALE),
+            }),
+            None => {
+                let denoiser = NetworkDenoiser {
+                    net,
+                    parameterization: self.denoiser.parameterization,
+                };
+                f(&DenoiserScore {
+                    denoiser,
+                    sde,
+                    time: TimeInput::Discrete(Box::new(self.schedule.clone())),
+                })
+            }
+        }
+    }
+
+    /// `n` samples (seed `seed`) with the named sampler; returns them and the network calls.
+    pub fn draw(
+        &self,
+        sampler: &SamplerChoice,
+        n: usize,
+        seed: u64,
+        callback: Callback,
+    ) -> anyhow::Result<(Tensor<2>, usize)> {
+        let SamplerChoice {
+            name: sampler,
+            steps,
+            eta,
+            spacing,
+        } = sampler;
+        let (sampler, steps, eta) = (sampler.as_str(), *steps, *eta);
+        let d = self.config.model.data_dim;
+        let device = Device::default();
+        if SDE_SAMPLERS.contains(&sampler) {
+            let sde_cfg = self.sde_config();
+            let sde = sde_cfg.build();
+            let chosen = SdeSampler::from_name(sampler, steps, &sde_cfg)?;
+            let like = from_rows(vec![0.0; n * d], n, d, &device, DType::F32);
+            let mut noise = SampleRng::new(seed, 0, n);
+            let out = self.with_score(&self.denoiser.net, &*sde, |score| {
+                chosen.sample(
+                    &*sde,
+                    sde_cfg.sampling_eps(),
+                    score,
+                    &like,
+                    &mut noise,
+                    callback,
+                )
+            });
+            return Ok(out);
+        }
+        if self.config.sde.is_some() {
+            bail!(
+                "this run is a score-SDE model: sample it with --sampler {}",
+                SDE_SAMPLERS.join(" | ")
+            );
+        }
+        let cfg = sampler_config(sampler, steps, eta, spacing.as_deref())?;
+        let x = sample(
+            &cfg,
+            &self.denoiser,
+            &self.schedule,
+            n,
+            d,
+            &device,
+            DType::F32,
+            seed,
+            0,
+            None,
+            callback,
+        )
+        .with_context(|| format!("sampling with {sampler}"))?;
+        Ok((x, cfg.nfe()))
+    }
+}
+
+/// The sampler options of `diffuse sample` and `diffuse eval`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplerChoice {
+    /// ddpm | ddim | euler | euler-ancestral | heun | dpmpp-2m, or the compact form
+    /// `ddim:eta=0.5,spacing=trailing`; or a score-SDE sampler em | pc | ode (the only ones for
+    /// runs trained with --sde).
+    #[arg(long = "sampler", default_value = "ddim")]
+    pub name: String,
+    /// Sampler steps (predictor steps for em / pc; ignored by the adaptive ode).
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// DDIM eta.
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// Timestep spacing of ddpm / ddim: linspace | leading | trailing (default trailing).
+    #[arg(long)]
+    pub spacing: Option<String>,
+}
+
+/// A sampler configuration from command-line names: a registry name, or the compact form
+/// `ddim:eta=0.5,spacing=trailing` (`spacing`: the sampler's default if None).
 pub fn sampler_config(
     name: &str,
     steps: usize,
     eta: f64,
     spacing: Option<&str>,
-) -> anyhow::Result<diffuse::sample::registry::SamplerConfig> {
-    let kind = diffuse::sample::registry::SamplerKind::from_name(name)?;
-    let mut cfg = diffuse::sample::registry::SamplerConfig::new(kind, steps);
-    cfg.eta = eta;
+) -> anyhow::Result<SamplerConfig> {
+    let mut cfg = if name.contains(':') {
+        SamplerConfig::parse(name, steps)?
+    } else {
+        let mut cfg = SamplerConfig::new(SamplerKind::from_name(name)?, steps);
+        cfg.eta = eta;
+        cfg
+    };
     if let Some(name) = spacing {
-        cfg.spacing = diffuse::sample::grid::Spacing::from_name(name).ok_or_else(|| {
+        cfg.spacing = Spacing::from_name(name).ok_or_else(|| {
             anyhow::anyhow!("--spacing {name:?}: expected linspace, leading or trailing")
         })?;
     }

@@ -1,12 +1,11 @@
 //! `diffuse sample`: draws points from a trained run with any registered sampler; writes a
 //! scatter plot beside fresh data, the points (CSV and/or NPY), and optionally the trajectory.
 
-use crate::run_dir::{open, sampler_config};
+use crate::run_dir::{open, SamplerChoice};
 use anyhow::Context;
-use burn::tensor::{DType, Device};
+use burn::tensor::Device;
 use diffuse::data::file::write_points;
 use diffuse::data::{DataSpec, PointSet};
-use diffuse::sample::registry::sample;
 use diffuse::sample::StepInfo;
 use diffuse::tensor::to_vec;
 use diffuse::viz::scatter_panels;
@@ -17,18 +16,8 @@ pub struct Args {
     /// Run directory written by `diffuse train`.
     #[arg(long)]
     run: PathBuf,
-    /// ddpm | ddim | euler | euler-ancestral | heun | dpmpp-2m
-    #[arg(long, default_value = "ddim")]
-    sampler: String,
-    /// Sampler steps.
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    /// DDIM eta.
-    #[arg(long, default_value_t = 0.0)]
-    eta: f64,
-    /// Timestep spacing of the grid: linspace | leading | trailing (default: the sampler's).
-    #[arg(long)]
-    spacing: Option<String>,
+    #[command(flatten)]
+    sampler: SamplerChoice,
     /// Number of points.
     #[arg(long, default_value_t = 4000)]
     n: usize,
@@ -51,10 +40,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::default();
     let run = open(&args.run, args.raw, &device)?;
-    let cfg = sampler_config(&args.sampler, args.steps, args.eta, args.spacing.as_deref())?;
     let d = run.config.model.data_dim;
     let mut snapshots: Vec<(String, Vec<f64>)> = Vec::new();
-    let keep: Vec<usize> = (0..4).map(|k| k * args.steps / 4).collect();
+    let keep: Vec<usize> = (0..4).map(|k| k * args.sampler.steps / 4).collect();
     let mut record = |info: &StepInfo| {
         if keep.contains(&info.step) {
             snapshots.push((format!("sigma = {:.2}", info.level.sigma), to_vec(info.x)));
@@ -65,20 +53,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    let x = sample(
-        &cfg,
-        &run.denoiser,
-        &run.schedule,
-        args.n,
-        d,
-        &device,
-        DType::F32,
-        args.seed,
-        0,
-        None,
-        callback,
-    )
-    .with_context(|| format!("sampling with {}", args.sampler))?;
+    let (x, nfe) = run.draw(&args.sampler, args.n, args.seed, callback)?;
+    eprintln!(
+        "{} samples with {} ({nfe} network calls)",
+        args.n, args.sampler.name
+    );
     let points = to_vec(&x);
     let data = run.config.data.open()?.sample(args.n, args.seed, u64::MAX);
     if d == 2 {
@@ -89,7 +68,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .fold(0f64, |m, v| m.max(v.abs()))
             .clamp(1.0, 6.0)
             * 1.05;
-        let title = format!("{} {} steps (step {})", args.sampler, args.steps, run.step);
+        let title = format!(
+            "{} {} steps (step {})",
+            args.sampler.name, args.sampler.steps, run.step
+        );
         scatter_panels(
             &args.out,
             &[("data", &data), (title.as_str(), &points)],

@@ -7,6 +7,7 @@ use diffuse::loss::{LossWeighting, TimestepSampling};
 use diffuse::nn::MlpConfig;
 use diffuse::prediction::PredictionType;
 use diffuse::schedule::{BetaSchedule, ScheduleConfig};
+use diffuse::sde::SdeConfig;
 use diffuse::train::checkpoint::load_checkpoint;
 use diffuse::train::{fit, FitOptions, RunConfig, TrainConfig, Trainer};
 use diffuse::variance::VarianceType;
@@ -73,6 +74,10 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Train a continuous-time score model of this SDE (vp | subvp | ve) by denoising score
+    /// matching instead of a discrete-step model; sample it with --sampler em | pc | ode.
+    #[arg(long)]
+    sde: Option<String>,
 }
 
 fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
@@ -129,6 +134,12 @@ fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
             ..TrainConfig::default()
         },
         seed: args.seed,
+        sde: args
+            .sde
+            .as_deref()
+            .map(SdeConfig::from_name)
+            .transpose()
+            .context("--sde")?,
     };
     config.validate().context("invalid training options")?;
     Ok(config)

@@ -11,8 +11,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-/// Sliced Wasserstein-1 distance between `a` and `b` (same number of points) over
-/// `n_projections` random directions drawn from `seed`.
+/// Sliced Wasserstein-1 distance between `a` and `b` over `n_projections` random directions
+/// drawn from `seed`. Sets of different sizes use the 1-D W1 as the integral of |F_a - F_b|.
 pub fn sliced_wasserstein(
     a: &[f64],
     b: &[f64],
@@ -20,12 +20,11 @@ pub fn sliced_wasserstein(
     n_projections: usize,
     seed: u64,
 ) -> f64 {
-    assert_eq!(a.len(), b.len(), "sliced_wasserstein needs equal-size sets");
-    let n = a.len() / dim;
+    let (n, m) = (a.len() / dim, b.len() / dim);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut total = 0.0;
     let mut pa = vec![0.0; n];
-    let mut pb = vec![0.0; n];
+    let mut pb = vec![0.0; m];
     for _ in 0..n_projections {
         let mut theta: Vec<f64> = (0..dim).map(|_| StandardNormal.sample(&mut rng)).collect();
         let norm = theta.iter().map(|v| v * v).sum::<f64>().sqrt();
@@ -38,9 +37,37 @@ pub fn sliced_wasserstein(
         };
         project(a, &mut pa);
         project(b, &mut pb);
-        total += pa.iter().zip(&pb).map(|(x, y)| (x - y).abs()).sum::<f64>() / n as f64;
+        total += if n == m {
+            pa.iter().zip(&pb).map(|(x, y)| (x - y).abs()).sum::<f64>() / n as f64
+        } else {
+            w1_sorted(&pa, &pb)
+        };
     }
     total / n_projections as f64
+}
+
+/// W1 between two sorted 1-D samples of any sizes: the integral of |F_a - F_b|.
+fn w1_sorted(a: &[f64], b: &[f64]) -> f64 {
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let (mut i, mut j) = (0, 0);
+    let mut last = a[0].min(b[0]);
+    let mut total = 0.0;
+    while i < a.len() || j < b.len() {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(&x), Some(&y)) => x.min(y),
+            (Some(&x), None) => x,
+            (None, Some(&y)) => y,
+            (None, None) => unreachable!(),
+        };
+        total += (i as f64 / na - j as f64 / nb).abs() * (next - last);
+        last = next;
+        if a.get(i) == Some(&next) {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    total
 }
 
 fn sq_dist(x: &[f64], y: &[f64]) -> f64 {

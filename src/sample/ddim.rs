@@ -12,7 +12,7 @@
 //! Zero terminal SNR (alpha_bar_t = 0, sigma = +inf) needs no special case: the step never
 //! divides by alpha_bar_t, and the denoiser gives x0_hat and eps_hat directly.
 
-use super::{report, Callback, StepInfo, X0Clip};
+use super::{report, Callback, X0Clip};
 use crate::denoiser::{Denoiser, NoiseLevel};
 use crate::rng::NoiseSource;
 use crate::tensor::lincomb;
@@ -86,16 +86,7 @@ pub fn sample_ddim<D: Denoiser + ?Sized>(
             options.eta,
             z,
         );
-        report(
-            &mut callback,
-            StepInfo {
-                step: k,
-                steps,
-                level: next,
-                x: &x,
-                x0_hat: &x0_hat,
-            },
-        );
+        report(&mut callback, k, steps, next, &x, &x0_hat);
     }
     x
 }
@@ -123,16 +114,7 @@ pub fn ddim_invert<D: Denoiser + ?Sized>(
             0.0,
             None,
         );
-        report(
-            &mut callback,
-            StepInfo {
-                step: k,
-                steps,
-                level: next,
-                x: &x,
-                x0_hat: &out.x0,
-            },
-        );
+        report(&mut callback, k, steps, next, &x, &out.x0);
     }
     x
 }

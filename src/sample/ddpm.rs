@@ -1,7 +1,7 @@
 //! DDPM ancestral sampling (Algorithm 2, SPEC §5): x_{t-1} = mu_theta(x_t, t) + sigma_t z, with
 //! z = 0 on the last step. On a subsampled grid, beta_t becomes 1 - alpha_bar_t/alpha_bar_prev.
 
-use super::{report, Callback, StepInfo, X0Clip};
+use super::{report, Callback, X0Clip};
 use crate::denoiser::{Denoiser, NoiseLevel};
 use crate::rng::NoiseSource;
 use crate::tensor::lincomb;
@@ -103,16 +103,7 @@ pub fn sample_ddpm<D: Denoiser + ?Sized>(
         } else {
             mean
         };
-        report(
-            &mut callback,
-            StepInfo {
-                step: k,
-                steps,
-                level: next,
-                x: &x,
-                x0_hat: &x0_hat,
-            },
-        );
+        report(&mut callback, k, steps, next, &x, &x0_hat);
     }
     x
 }

@@ -17,7 +17,7 @@
 //! ODE form: h = +inf gives e^{-h} = 0, so that step is `x_t = s_t x_s + a_t x0_hat`, and
 //! differences with it are never used (the order falls back as if the history started after it).
 
-use super::{report, Callback, StepInfo};
+use super::{report, Callback};
 use crate::denoiser::{Denoiser, NoiseLevel};
 use crate::prediction::eps_from_x0;
 use crate::rng::NoiseSource;
@@ -269,16 +269,7 @@ pub fn sample_dpm_solver<D: Denoiser + ?Sized>(
         let z = options.sde.then(|| noise.noise_like(&x));
         let refs: Vec<&Tensor<2>> = terms.iter().take(order).collect();
         x = dpm_solver_update(&x, &refs, &levels[..order], next, options, z.as_ref());
-        report(
-            &mut callback,
-            StepInfo {
-                step: k,
-                steps,
-                level: next,
-                x: &x,
-                x0_hat: &x0_hat,
-            },
-        );
+        report(&mut callback, k, steps, next, &x, &x0_hat);
     }
     x
 }

@@ -11,7 +11,7 @@
 //! The grid builders ([`super::grid::sigma_space_grid`]) move such a level to
 //! alpha_bar = 2^-24 (sigma ~ 4096), as diffusers does; these samplers panic on sigma = +inf.
 
-use super::{report, Callback, StepInfo};
+use super::{report, Callback};
 use crate::denoiser::{Denoiser, NoiseLevel};
 use crate::rng::NoiseSource;
 use crate::tensor::lincomb;
@@ -191,16 +191,7 @@ fn sample_karras<D: Denoiser + ?Sized>(
             let d_mean = (d_cur + d_prime).mul_scalar(0.5);
             x = euler_step(&x_hat, &d_mean, hat.sigma, next.sigma);
         }
-        report(
-            &mut callback,
-            StepInfo {
-                step: k,
-                steps,
-                level: next,
-                x: &x,
-                x0_hat: &x0_hat,
-            },
-        );
+        report(&mut callback, k, steps, next, &x, &x0_hat);
     }
     x
 }
@@ -244,16 +235,7 @@ pub fn sample_euler_ancestral<D: Denoiser + ?Sized>(
             let z = noise.noise_like(&x);
             x = x + z.mul_scalar(sigma_up);
         }
-        report(
-            &mut callback,
-            StepInfo {
-                step: k,
-                steps,
-                level: next,
-                x: &x,
-                x0_hat: &x0_hat,
-            },
-        );
+        report(&mut callback, k, steps, next, &x, &x0_hat);
     }
     x
 }

@@ -50,10 +50,23 @@ pub struct StepInfo<'a> {
 /// An optional per-step observer.
 pub type Callback<'a> = Option<&'a mut dyn FnMut(&StepInfo)>;
 
-/// Calls the callback, if any.
-pub(crate) fn report(callback: &mut Callback, info: StepInfo) {
+/// Calls the callback, if any, after step `step` of `steps` reached `level` with state `x`.
+pub(crate) fn report(
+    callback: &mut Callback,
+    step: usize,
+    steps: usize,
+    level: NoiseLevel,
+    x: &Tensor<2>,
+    x0_hat: &Tensor<2>,
+) {
     if let Some(cb) = callback.as_mut() {
-        cb(&info);
+        cb(&StepInfo {
+            step,
+            steps,
+            level,
+            x,
+            x0_hat,
+        });
     }
 }
 

@@ -1,8 +1,5 @@
 //! Sample-quality measures on the exact-score oracle (SPEC §8, §9), shared by the sampler
 //! conformance suite (`tests/samplers.rs`) and `examples/sampler_table.rs`.
-//!
-//! `sliced_wasserstein` has the signature of `eval::distances::sliced_wasserstein` (written in
-//! the training issue); it lives here, private to tests and examples, until the two are merged.
 
 #![allow(dead_code)]
 
@@ -13,58 +10,8 @@ use diffuse::schedule::Schedule;
 use diffuse::tensor::to_vec;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
 
-/// W1 between two 1-D empirical distributions: the integral of |F_a - F_b| (sorts in place).
-fn w1(a: &mut [f64], b: &mut [f64]) -> f64 {
-    a.sort_by(f64::total_cmp);
-    b.sort_by(f64::total_cmp);
-    let (na, nb) = (a.len() as f64, b.len() as f64);
-    let (mut i, mut j) = (0, 0);
-    let mut last = a[0].min(b[0]);
-    let mut total = 0.0;
-    while i < a.len() || j < b.len() {
-        let next = match (a.get(i), b.get(j)) {
-            (Some(&x), Some(&y)) => x.min(y),
-            (Some(&x), None) => x,
-            (None, Some(&y)) => y,
-            (None, None) => unreachable!(),
-        };
-        total += (i as f64 / na - j as f64 / nb).abs() * (next - last);
-        last = next;
-        if a.get(i) == Some(&next) {
-            i += 1;
-        } else {
-            j += 1;
-        }
-    }
-    total
-}
-
-/// Sliced Wasserstein-1 between two row-major point sets of dimension `dim`: the mean over
-/// `n_projections` random unit directions (seeded) of the 1-D W1 of the projections.
-pub fn sliced_wasserstein(
-    a: &[f64],
-    b: &[f64],
-    dim: usize,
-    n_projections: usize,
-    seed: u64,
-) -> f64 {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut total = 0.0;
-    for _ in 0..n_projections {
-        let mut u: Vec<f64> = (0..dim).map(|_| StandardNormal.sample(&mut rng)).collect();
-        let norm = u.iter().map(|v| v * v).sum::<f64>().sqrt();
-        u.iter_mut().for_each(|v| *v /= norm);
-        let proj = |x: &[f64]| -> Vec<f64> {
-            x.chunks(dim)
-                .map(|r| r.iter().zip(&u).map(|(x, u)| x * u).sum())
-                .collect()
-        };
-        total += w1(&mut proj(a), &mut proj(b));
-    }
-    total / n_projections as f64
-}
+pub use diffuse::eval::sliced_wasserstein;
 
 /// Mean and standard error of the mean.
 pub fn mean_se(v: &[f64]) -> (f64, f64) {

@@ -28,24 +28,9 @@ fn batch(values: Vec<f64>, d: usize) -> Tensor<2> {
     from_rows(values, n, d, &Device::default(), DType::F64)
 }
 
+/// Sliced Wasserstein-1 over `k` random directions (seed 99) between two 2-D sets.
 fn sliced_w1(a: &[f64], b: &[f64], k: usize) -> f64 {
-    let mut rng = ChaCha8Rng::seed_from_u64(99);
-    let mut total = 0.0;
-    for _ in 0..k {
-        let (u, v): (f64, f64) = (
-            StandardNormal.sample(&mut rng),
-            StandardNormal.sample(&mut rng),
-        );
-        let norm = u.hypot(v);
-        let proj = |x: &[f64]| {
-            let mut p: Vec<f64> = x.chunks(2).map(|r| (r[0] * u + r[1] * v) / norm).collect();
-            p.sort_by(f64::total_cmp);
-            p
-        };
-        let (pa, pb) = (proj(a), proj(b));
-        total += pa.iter().zip(&pb).map(|(x, y)| (x - y).abs()).sum::<f64>() / pa.len() as f64;
-    }
-    total / k as f64
+    diffuse::eval::sliced_wasserstein(a, b, 2, k, 99)
 }
 
 fn true_log_p<S: Sde + ?Sized>(gm: &GaussianMixture, sde: &S, x: &[f64], t: f64) -> Vec<f64> {

@@ -192,27 +192,9 @@ fn sampling_table(gm: &GaussianMixture) {
     }
 }
 
-/// The toy mixture scaled by 1/2 so that it lies in [-1, 1] like 8-bit data.
-fn half_mixture() -> GaussianMixture {
-    let gm = GaussianMixture::toy_2d();
-    let covs = gm
-        .covs
-        .iter()
-        .map(|c| match c {
-            Covariance::Full(v) => Covariance::Full(v.iter().map(|x| x / 4.0).collect()),
-            Covariance::Diag(v) => Covariance::Diag(v.iter().map(|x| x / 4.0).collect()),
-        })
-        .collect();
-    let means = gm
-        .means
-        .iter()
-        .map(|m| m.iter().map(|x| x / 2.0).collect())
-        .collect();
-    GaussianMixture::new(gm.weights.clone(), means, covs).expect("valid")
-}
-
 fn vlb_table() {
-    let gm = half_mixture();
+    // The toy mixture scaled by 1/2 so that it lies in [-1, 1] like 8-bit data.
+    let gm = GaussianMixture::toy_2d().scaled(0.5);
     let n = 200;
     // 8-bit data: quantise mixture draws to the 256 levels k/127.5 - 1.
     let xs: Vec<f64> = gm

@@ -358,6 +358,23 @@ impl GaussianMixture {
         self.log_prob_ve(x, 0.0)
     }
 
+    /// The law of `c x` for x from this mixture (`c > 0`): means times c, covariances times
+    /// c^2 (e.g. c = 1/2 maps the 2-D toy mixture into [-1, 1] like 8-bit image data).
+    pub fn scaled(&self, c: f64) -> Self {
+        let scale = |v: &[f64], f: f64| v.iter().map(|x| x * f).collect::<Vec<f64>>();
+        let covs = self
+            .covs
+            .iter()
+            .map(|cov| match cov {
+                Covariance::Full(v) => Covariance::Full(scale(v, c * c)),
+                Covariance::Diag(v) => Covariance::Diag(scale(v, c * c)),
+            })
+            .collect();
+        let means = self.means.iter().map(|m| scale(m, c)).collect();
+        GaussianMixture::new(self.weights.clone(), means, covs)
+            .expect("a scaled SPD mixture is valid")
+    }
+
     /// The mixture mean sum_k w_k m_k.
     pub fn mean(&self) -> Vec<f64> {
         (0..self.dim)

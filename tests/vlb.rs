@@ -102,25 +102,6 @@ fn vlb_equals_a_float64_closed_form_on_gaussian_data() {
     assert!((bpd[0] - terms.total[0] / std::f64::consts::LN_2).abs() < 1e-12);
 }
 
-/// The toy mixture scaled by 1/2 so that it lies in [-1, 1] like 8-bit data.
-fn half_mixture() -> GaussianMixture {
-    let gm = GaussianMixture::toy_2d();
-    let covs = gm
-        .covs
-        .iter()
-        .map(|c| match c {
-            Covariance::Full(v) => Covariance::Full(v.iter().map(|x| x / 4.0).collect()),
-            Covariance::Diag(v) => Covariance::Diag(v.iter().map(|x| x / 4.0).collect()),
-        })
-        .collect();
-    let means = gm
-        .means
-        .iter()
-        .map(|m| m.iter().map(|x| x / 2.0).collect())
-        .collect();
-    GaussianMixture::new(gm.weights.clone(), means, covs).unwrap()
-}
-
 #[test]
 fn vlb_bounds_the_exact_nll_on_the_mixture() {
     // SPEC §4 vs §6 on 8-bit mixture data in [-1, 1], the discrete VP chain beta_i = beta(i/N)/N
@@ -128,7 +109,8 @@ fn vlb_bounds_the_exact_nll_on_the_mixture() {
     // NLL (PF-ODE + 7 dequantisation bits); measured 7.36 vs 6.79 on 200 points (README), so
     // the gap is ~5 standard errors of the 60-point VLB mean. The PF-ODE value itself must match
     // the true density within 1e-3 bits/dim (1e-2 nats over D ln 2).
-    let gm = half_mixture();
+    // The toy mixture scaled by 1/2 so that it lies in [-1, 1] like 8-bit data.
+    let gm = GaussianMixture::toy_2d().scaled(0.5);
     let n = 60;
     let xs: Vec<f64> = mixture_points(&gm, n, 5)
         .into_iter()

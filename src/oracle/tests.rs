@@ -196,3 +196,19 @@ fn score_hessian_is_the_jacobian_of_the_score() {
         }
     }
 }
+
+#[test]
+fn scaling_follows_the_change_of_variables() {
+    // y = c x has density p_x(y / c) / c^D: log p_y(c x) = log p_x(x) - D ln c (tol 1e-12,
+    // the same float64 formula evaluated on rescaled factors).
+    let gm = GaussianMixture::toy_2d();
+    let half = gm.scaled(0.5);
+    let x = points();
+    let y: Vec<f64> = x.iter().map(|v| 0.5 * v).collect();
+    for (lx, ly) in gm.log_prob(&x).iter().zip(half.log_prob(&y)) {
+        assert!(
+            (ly - (lx - 2.0 * 0.5f64.ln())).abs() < 1e-12,
+            "{ly} vs {lx}"
+        );
+    }
+}

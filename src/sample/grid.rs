@@ -183,11 +183,7 @@ pub fn sigma_space_grid(
     let options = SigmaGridOptions {
         spacing,
         steps_offset,
-        conversion: if karras {
-            SigmaConversion::Karras
-        } else {
-            SigmaConversion::None
-        },
+        conversion: SigmaConversion::karras_if(karras),
         ..SigmaGridOptions::default()
     };
     euler_grid(schedule, n, &options)
@@ -220,11 +216,7 @@ pub fn dpm_solver_grid(
     let options = DpmGridOptions {
         spacing,
         steps_offset,
-        conversion: if karras {
-            SigmaConversion::Karras
-        } else {
-            SigmaConversion::None
-        },
+        conversion: SigmaConversion::karras_if(karras),
         ..DpmGridOptions::default()
     };
     dpm_grid(schedule, n, &options)

@@ -42,6 +42,15 @@ pub enum SigmaConversion {
 }
 
 impl SigmaConversion {
+    /// Karras sigmas when `karras`, else the interpolated ones (the CLI's on/off option).
+    pub fn karras_if(karras: bool) -> Self {
+        if karras {
+            SigmaConversion::Karras
+        } else {
+            SigmaConversion::None
+        }
+    }
+
     /// The n converted sigmas from `sigma_max` down to `sigma_min` (`None` gives none).
     pub fn sigmas(self, sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
         match self {

@@ -86,12 +86,7 @@ impl Checker {
     /// |got - want| <= tol * max(1, |want|) for every element.
     pub fn close(&mut self, what: &str, got: &[f64], want: &[f64], tol: f64) {
         self.comparisons += 1;
-        if got.len() != want.len() {
-            self.failures.push(format!(
-                "{what}: {} values, expected {}",
-                got.len(),
-                want.len()
-            ));
+        if !self.same_len(what, got, want) {
             return;
         }
         let mut worst = (0.0f64, 0usize);
@@ -165,15 +160,22 @@ impl Network for AnalyticModel {
 }
 
 impl Checker {
-    /// |got - want| <= tol for every element (absolute: fractional timesteps).
-    pub fn close_abs(&mut self, what: &str, got: &[f64], want: &[f64], tol: f64) {
-        self.comparisons += 1;
+    /// Records a failure (and returns false) when the two lists differ in length.
+    pub fn same_len(&mut self, what: &str, got: &[f64], want: &[f64]) -> bool {
         if got.len() != want.len() {
             self.failures.push(format!(
                 "{what}: {} values, expected {}",
                 got.len(),
                 want.len()
             ));
+        }
+        got.len() == want.len()
+    }
+
+    /// |got - want| <= tol for every element (absolute: fractional timesteps).
+    pub fn close_abs(&mut self, what: &str, got: &[f64], want: &[f64], tol: f64) {
+        self.comparisons += 1;
+        if !self.same_len(what, got, want) {
             return;
         }
         for (i, (g, w)) in got.iter().zip(want).enumerate() {

@@ -42,12 +42,7 @@ pub fn check(file: &Value, c: &mut Checker) {
 /// |got - want| <= rel * |want| or <= abs (the two measured maxima of a correct float64 table).
 fn relative(c: &mut Checker, what: &str, got: &[f64], want: &[f64], rel: f64, abs: f64) {
     c.comparisons += 1;
-    if got.len() != want.len() {
-        c.failures.push(format!(
-            "{what}: {} values, expected {}",
-            got.len(),
-            want.len()
-        ));
+    if !c.same_len(what, got, want) {
         return;
     }
     for (i, (g, w)) in got.iter().zip(want).enumerate() {

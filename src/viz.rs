@@ -98,3 +98,61 @@ pub fn scatter_panels(path: &Path, panels: &[(&str, &[f64])], range: f64) -> any
     root.present()?;
     Ok(())
 }
+
+/// Images `[N, C, H, W]` (row-major, values in [-1, 1]; C = 1 grey or 3 RGB) tiled into a PNG
+/// grid of `ncols` columns with a 2-pixel gap, each pixel enlarged `zoom` times. Values are
+/// mapped back to 8-bit exactly as the data were mapped in (SPEC §9).
+pub fn image_grid(
+    path: &Path,
+    images: &[f64],
+    shape: [usize; 3],
+    ncols: usize,
+    zoom: u32,
+) -> anyhow::Result<()> {
+    let [c, h, w] = shape;
+    anyhow::ensure!(
+        c == 1 || c == 3,
+        "{c} channels: a grid needs 1 (grey) or 3 (RGB)"
+    );
+    let per = c * h * w;
+    anyhow::ensure!(
+        per > 0 && images.len() % per == 0,
+        "image data is not [N, {c}, {h}, {w}]"
+    );
+    let n = images.len() / per;
+    let ncols = ncols.clamp(1, n.max(1));
+    let nrows = n.div_ceil(ncols).max(1);
+    let (gap, z) = (2u32, zoom.max(1));
+    let cell = |k: usize, size: usize| k as u32 * (size as u32 * z + gap) + gap;
+    let (width, height) = (cell(ncols, w), cell(nrows, h));
+    let mut img = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
+    for k in 0..n {
+        let (x0, y0) = (cell(k % ncols, w), cell(k / ncols, h));
+        let im = &images[k * per..(k + 1) * per];
+        for y in 0..h {
+            for x in 0..w {
+                let px = |ch: usize| {
+                    ((im[ch * h * w + y * w + x] + 1.0) * 127.5)
+                        .round()
+                        .clamp(0.0, 255.0) as u8
+                };
+                let rgb = if c == 1 {
+                    [px(0); 3]
+                } else {
+                    [px(0), px(1), px(2)]
+                };
+                for dy in 0..z {
+                    for dx in 0..z {
+                        img.put_pixel(
+                            x0 + x as u32 * z + dx,
+                            y0 + y as u32 * z + dy,
+                            image::Rgb(rgb),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    img.save(path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}

@@ -220,7 +220,7 @@ fn trains_on_a_user_csv_and_samples_in_its_units() {
     let (ema, _, _) = load_model(&run, &config).unwrap();
     let device = Device::default();
     let denoiser = NetworkDenoiser {
-        net: ema.to_module(&device),
+        net: diffuse::nn::Net::new(&config.model, &ema, &device).unwrap(),
         parameterization: Parameterization::Discrete {
             prediction: config.prediction,
             learned_variance: false,

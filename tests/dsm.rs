@@ -5,7 +5,7 @@
 use burn::tensor::{DType, Device};
 use diffuse::data::{DataSpec, ToyDataset};
 use diffuse::likelihood::pf_ode_log_likelihood;
-use diffuse::nn::{MlpConfig, MlpParams};
+use diffuse::nn::{FlatParams, MlpConfig, ModelConfig, Net};
 use diffuse::oracle::GaussianMixture;
 use diffuse::prediction::PredictionType;
 use diffuse::sde::score::{NetworkScore, ScoreOutput, TimeInput, NETWORK_TIME_SCALE};
@@ -19,11 +19,11 @@ const STEPS: u64 = 2000;
 
 fn config(sde: &str, steps: u64) -> RunConfig {
     RunConfig {
-        model: MlpConfig {
+        model: ModelConfig::Mlp(MlpConfig {
             hidden: 128,
             depth: 2,
             ..MlpConfig::new(2)
-        },
+        }),
         schedule: Default::default(),
         prediction: PredictionType::Eps,
         data: DataSpec::Toy {
@@ -45,10 +45,10 @@ fn config(sde: &str, steps: u64) -> RunConfig {
 
 /// Mean PF-ODE log-likelihood (exact divergence, rtol = atol = 1e-5) of `points` under the
 /// score model with weights `params`.
-fn mean_log_p(sde: &dyn Sde, params: &MlpParams, points: &[f64]) -> f64 {
+fn mean_log_p(sde: &dyn Sde, model: &ModelConfig, params: &FlatParams, points: &[f64]) -> f64 {
     let device = Device::default().autodiff();
     let score = NetworkScore {
-        net: params.to_module(&device),
+        net: Net::new(model, params, &device).unwrap(),
         sde,
         output: ScoreOutput::Eps,
         time: TimeInput::Scaled(NETWORK_TIME_SCALE),
@@ -74,11 +74,11 @@ fn a_short_dsm_run_improves_the_likelihood_under_every_sde() {
         let cfg = config(name, STEPS);
         let sde = cfg.sde.unwrap().build();
         let mut trainer = Trainer::new(cfg.clone()).unwrap();
-        let before = mean_log_p(&*sde, &trainer.ema, &points);
+        let before = mean_log_p(&*sde, &trainer.config.model, &trainer.ema, &points);
         for _ in 0..STEPS {
             trainer.train_step().unwrap();
         }
-        let after = mean_log_p(&*sde, &trainer.ema, &points);
+        let after = mean_log_p(&*sde, &trainer.config.model, &trainer.ema, &points);
         println!("{name}: untrained {before:.3}, trained {after:.3}, true {truth:.3} nats");
         assert!(after > before + 1.0, "{name}: {before} -> {after}");
         assert!(

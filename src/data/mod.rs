@@ -71,6 +71,13 @@ impl DataSpec {
     }
 }
 
+/// One training batch: `[N, D]` row-major samples and, for labelled data, one class per sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub x0: Vec<f64>,
+    pub labels: Option<Vec<i64>>,
+}
+
 /// An opened data source, in standardised coordinates.
 #[derive(Debug, Clone)]
 pub enum DataSource {
@@ -103,6 +110,14 @@ impl DataSource {
                 }
                 out
             }
+        }
+    }
+
+    /// The training batch of step `step` with its class labels (for labelled data).
+    pub fn training_batch(&self, batch_size: usize, seed: u64, step: u64) -> Batch {
+        Batch {
+            x0: self.batch(batch_size, seed, step),
+            labels: None,
         }
     }
 

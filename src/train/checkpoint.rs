@@ -15,7 +15,7 @@
 use super::adamw::AdamWState;
 use super::config::RunConfig;
 use crate::loss::TimestepSampler;
-use crate::nn::MlpParams;
+use crate::nn::FlatParams;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -68,8 +68,8 @@ pub struct TrainState {
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     pub config: RunConfig,
-    pub ema: MlpParams,
-    pub raw: MlpParams,
+    pub ema: FlatParams,
+    pub raw: FlatParams,
     pub optimizer: AdamWState,
     pub state: TrainState,
 }
@@ -159,7 +159,10 @@ pub fn save_checkpoint(dir: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointEr
         tensors,
         HashMap::from([
             ("step".to_string(), step),
-            ("format".to_string(), "diffuse-mlp".to_string()),
+            (
+                "format".to_string(),
+                format!("diffuse-{}", ckpt.config.model.kind()),
+            ),
         ]),
     )?;
     atomic_write(&model_path, |f| f.write_all(&bytes))?;
@@ -241,17 +244,28 @@ fn metadata_step(path: &Path, md: &HashMap<String, String>) -> Result<u64, Check
 pub fn load_model(
     dir: &Path,
     config: &RunConfig,
-) -> Result<(MlpParams, MlpParams, u64), CheckpointError> {
+) -> Result<(FlatParams, FlatParams, u64), CheckpointError> {
     let path = dir.join(MODEL_FILE);
     let bytes = read(&path)?;
     let st = parse_safetensors(&path, &bytes)?;
-    let template = MlpParams::init(&config.model, 0).map_err(|e| invalid(&path, e.to_string()))?;
-    let load = |prefix: &str| -> Result<MlpParams, CheckpointError> {
-        let mut values = Vec::with_capacity(template.len());
-        for (name, shape, _) in template.named_tensors() {
-            values.extend(f32_tensor(&path, &st, &format!("{prefix}{name}"), &shape)?);
+    let slots = config
+        .model
+        .slots()
+        .map_err(|e| invalid(&path, e.to_string()))?;
+    let load = |prefix: &str| -> Result<FlatParams, CheckpointError> {
+        let mut values = Vec::with_capacity(crate::nn::params::slots_len(&slots));
+        for slot in &slots {
+            values.extend(f32_tensor(
+                &path,
+                &st,
+                &format!("{prefix}{}", slot.name),
+                &slot.shape,
+            )?);
         }
-        MlpParams::from_values(&config.model, values).map_err(|e| invalid(&path, e.to_string()))
+        Ok(FlatParams {
+            slots: slots.clone(),
+            values,
+        })
     };
     let ema = load("")?;
     let raw = load("raw.")?;

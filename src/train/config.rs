@@ -3,7 +3,7 @@
 use crate::data::DataSpec;
 use crate::error::{Error, Result};
 use crate::loss::{LossWeighting, TimestepSampling};
-use crate::nn::MlpConfig;
+use crate::nn::ModelConfig;
 use crate::prediction::PredictionType;
 use crate::schedule::ScheduleConfig;
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,11 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Write a metrics line every this many steps.
     pub log_every: u64,
+    /// Probability that a training label is replaced by the null class (classifier-free
+    /// guidance; only for class-conditional models).
+    pub label_dropout: f64,
+    /// Train through burn autodiff even where a fused kernel exists (the 2-D MLP).
+    pub autodiff: bool,
 }
 
 impl Default for TrainConfig {
@@ -56,6 +61,8 @@ impl Default for TrainConfig {
             timestep_sampling: TimestepSampling::Uniform,
             checkpoint_every: 1000,
             log_every: 10,
+            label_dropout: 0.1,
+            autodiff: false,
         }
     }
 }
@@ -64,7 +71,7 @@ impl Default for TrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
-    pub model: MlpConfig,
+    pub model: ModelConfig,
     pub schedule: ScheduleConfig,
     pub prediction: PredictionType,
     pub data: DataSpec,
@@ -95,7 +102,12 @@ impl RunConfig {
             ));
         }
         let t = &self.train;
-        let checks: [(&'static str, bool, String); 7] = [
+        let checks: [(&'static str, bool, String); 8] = [
+            (
+                "train.label_dropout",
+                (0.0..1.0).contains(&t.label_dropout),
+                format!("{} is not in [0, 1)", t.label_dropout),
+            ),
             ("train.batch_size", t.batch_size >= 1, "must be >= 1".into()),
             (
                 "train.lr",
@@ -133,7 +145,7 @@ impl RunConfig {
                 return Err(Error::config(name, reason));
             }
         }
-        if self.model.data_dim
+        if self.model.data_dim()
             != match &self.data {
                 DataSpec::Toy { name } => name.dim(),
                 DataSpec::File { mean, .. } => mean.len(),
@@ -141,7 +153,7 @@ impl RunConfig {
         {
             return Err(Error::config(
                 "model.data_dim",
-                format!("{} does not match the data", self.model.data_dim),
+                format!("{} does not match the data", self.model.data_dim()),
             ));
         }
         Ok(())

@@ -5,9 +5,12 @@ pub mod adamw;
 pub mod checkpoint;
 pub mod config;
 pub mod ema;
+pub mod engine;
+pub mod fit;
 pub mod lr;
 pub mod trainer;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, CheckpointError};
 pub use config::{RunConfig, TrainConfig};
-pub use trainer::{fit, FitOptions, StepStats, TrainError, Trainer};
+pub use fit::{fit, plot_loss_curve, FitOptions};
+pub use trainer::{StepStats, TrainError, Trainer};

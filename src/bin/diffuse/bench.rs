@@ -43,7 +43,7 @@ fn time(seconds: f64, mut step: impl FnMut()) -> (f64, u64) {
 
 fn config(batch: usize) -> RunConfig {
     RunConfig {
-        model: MlpConfig::new(2),
+        model: diffuse::nn::ModelConfig::Mlp(MlpConfig::new(2)),
         schedule: Default::default(),
         prediction: Default::default(),
         data: DataSpec::Toy {

@@ -134,7 +134,7 @@ fn nll(
     let points = data.sample(n, args.seed, u64::MAX - 1_000_003);
     // Gradients of the score with respect to x need the network on an autodiff device.
     let device = Device::default().autodiff();
-    let net = run.params.to_module(&device);
+    let net = diffuse::nn::Net::new(&run.config.model, &run.params, &device)?;
     let x = from_rows(points.clone(), n, d, &device, DType::F32);
     let (divergence, how) = if d <= 8 {
         (Divergence::Exact, "exact divergence".to_string())

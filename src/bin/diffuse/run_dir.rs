@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use burn::tensor::{DType, Device, Tensor};
 use diffuse::denoiser::{NetworkDenoiser, Parameterization};
-use diffuse::nn::{Mlp, MlpParams};
+use diffuse::nn::{FlatParams, Net};
 use diffuse::rng::SampleRng;
 use diffuse::sample::grid::Spacing;
 use diffuse::sample::registry::{sample, SamplerConfig, SamplerKind};
@@ -26,8 +26,8 @@ pub const SDE_SAMPLERS: [&str; 3] = ["em", "pc", "ode"];
 pub struct Run {
     pub config: RunConfig,
     pub schedule: Schedule,
-    pub params: MlpParams,
-    pub denoiser: NetworkDenoiser<Mlp>,
+    pub params: FlatParams,
+    pub denoiser: NetworkDenoiser<Net>,
     pub step: u64,
 }
 
@@ -41,7 +41,7 @@ pub fn open(dir: &Path, raw: bool, device: &Device) -> anyhow::Result<Run> {
     let (ema, raw_params, step) = load_model(dir, &config)?;
     let params = if raw { raw_params } else { ema };
     let denoiser = NetworkDenoiser {
-        net: params.to_module(device),
+        net: Net::new(&config.model, &params, device)?,
         parameterization: Parameterization::Discrete {
             prediction: config.prediction,
             learned_variance: false,
@@ -65,7 +65,7 @@ impl Run {
 
     /// Calls `f` with the run's score function on `net` (the run's MLP on some device):
     /// a DSM-trained eps network, or the discrete model read as a VP score (SPEC §3).
-    pub fn with_score<R>(&self, net: &Mlp, sde: &dyn Sde, f: impl FnOnce(&dyn ScoreFn) -> R) -> R {
+    pub fn with_score<R>(&self, net: &Net, sde: &dyn Sde, f: impl FnOnce(&dyn ScoreFn) -> R) -> R {
         match self.config.sde {
             Some(_) => f(&NetworkScore {
                 net,
@@ -102,7 +102,7 @@ impl Run {
             spacing,
         } = sampler;
         let (sampler, steps, eta) = (sampler.as_str(), *steps, *eta);
-        let d = self.config.model.data_dim;
+        let d = self.config.model.data_dim();
         let device = Device::default();
         if SDE_SAMPLERS.contains(&sampler) {
             let sde_cfg = self.sde_config();

@@ -40,7 +40,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::default();
     let run = open(&args.run, args.raw, &device)?;
-    let d = run.config.model.data_dim;
+    let d = run.config.model.data_dim();
     let mut snapshots: Vec<(String, Vec<f64>)> = Vec::new();
     let keep: Vec<usize> = (0..4).map(|k| k * args.sampler.steps / 4).collect();
     let mut record = |info: &StepInfo| {

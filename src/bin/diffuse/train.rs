@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use diffuse::data::DataSpec;
 use diffuse::loss::{LossWeighting, TimestepSampling};
-use diffuse::nn::MlpConfig;
+use diffuse::nn::{MlpConfig, ModelConfig};
 use diffuse::prediction::PredictionType;
 use diffuse::schedule::{BetaSchedule, ScheduleConfig};
 use diffuse::sde::SdeConfig;
@@ -104,11 +104,11 @@ fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
         other => bail!("--loss {other:?}: expected simple, vlb or min-snr"),
     };
     let config = RunConfig {
-        model: MlpConfig {
+        model: ModelConfig::Mlp(MlpConfig {
             hidden: args.hidden,
             depth: args.depth,
             ..MlpConfig::new(data_dim)
-        },
+        }),
         schedule: ScheduleConfig {
             beta_schedule,
             num_train_timesteps: args.timesteps,

@@ -1,0 +1,184 @@
+//! Every trainable denoiser network behind one config type and one module type, so the
+//! trainer, the checkpoint code and the samplers serve every model the same way.
+//!
+//! A model's weights live as a [`FlatParams`] vector ([`super::params`]); [`Net`] is the burn
+//! module built from such a vector on a device (for sampling, or on an autodiff device for a
+//! training step).
+
+use super::params::{contiguous_slots, load_values, module_gradients, FlatParams, TensorSlot};
+use super::{Mlp, MlpConfig, MlpParams};
+use crate::denoiser::Network;
+use crate::error::Result;
+use burn::tensor::{Device, Gradients, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Which network a run trains, with its shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelConfig {
+    /// The MLP for low-dimensional data.
+    Mlp(MlpConfig),
+}
+
+impl ModelConfig {
+    /// Checks every size; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            ModelConfig::Mlp(c) => c.validate(),
+        }
+    }
+
+    /// Flat data dimension D of one sample (`C*H*W` for images).
+    pub fn data_dim(&self) -> usize {
+        match self {
+            ModelConfig::Mlp(c) => c.data_dim,
+        }
+    }
+
+    /// Width of the network's output per sample (2 D for a learned-variance model).
+    pub fn output_dim(&self) -> usize {
+        match self {
+            ModelConfig::Mlp(c) => c.data_dim,
+        }
+    }
+
+    /// Image shape `[C, H, W]` of one sample, for image models.
+    pub fn image_shape(&self) -> Option<[usize; 3]> {
+        match self {
+            ModelConfig::Mlp(_) => None,
+        }
+    }
+
+    /// Number of classes a conditional model knows (without the null class), if any.
+    pub fn num_classes(&self) -> Option<usize> {
+        match self {
+            ModelConfig::Mlp(_) => None,
+        }
+    }
+
+    /// The MLP's config, for its fused training kernel.
+    pub fn as_mlp(&self) -> Option<&MlpConfig> {
+        match self {
+            ModelConfig::Mlp(c) => Some(c),
+        }
+    }
+
+    /// Names and shapes of the parameters (the checkpoint's tensors), in storage order.
+    pub fn slots(&self) -> Result<Vec<TensorSlot>> {
+        match self {
+            ModelConfig::Mlp(c) => Ok(mlp_slots(&MlpParams::init(c, 0)?)),
+        }
+    }
+
+    /// Freshly initialised weights from a seeded stream (PyTorch's default init rules).
+    pub fn init_params(&self, seed: u64) -> Result<FlatParams> {
+        match self {
+            ModelConfig::Mlp(c) => {
+                let p = MlpParams::init(c, seed)?;
+                Ok(FlatParams {
+                    slots: mlp_slots(&p),
+                    values: p.values,
+                })
+            }
+        }
+    }
+
+    /// The kind's name (`mlp`, `unet`), as in config.json.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelConfig::Mlp(_) => "mlp",
+        }
+    }
+
+    /// A short description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            ModelConfig::Mlp(c) => format!(
+                "MLP {} x {} (time embedding {})",
+                c.depth, c.hidden, c.time_embed_dim
+            ),
+        }
+    }
+}
+
+/// The MLP's checkpoint names (`time_embedding.linear_1.weight`, ...) over its flat layout.
+fn mlp_slots(p: &MlpParams) -> Vec<TensorSlot> {
+    contiguous_slots(p.named_tensors().into_iter().map(|(n, s, _)| (n, s)))
+}
+
+/// A network of any kind as a burn module on some device.
+#[derive(Debug, Clone)]
+pub enum Net {
+    Mlp(Mlp),
+}
+
+impl Net {
+    /// The network of `config` with weights `params`, on `device` (an autodiff device gives
+    /// trainable leaves).
+    pub fn new(config: &ModelConfig, params: &FlatParams, device: &Device) -> Result<Net> {
+        match config {
+            ModelConfig::Mlp(c) => {
+                let p = MlpParams::from_values(c, params.values.clone())?;
+                let net = Net::Mlp(p.to_module(device));
+                if device.is_autodiff() {
+                    // Rebuild through the loader so the weights are gradient-tracking leaves.
+                    net.with_values(&params.values)
+                } else {
+                    Ok(net)
+                }
+            }
+        }
+    }
+
+    /// The same architecture (and device) with other weights, in the layout of its slots.
+    pub fn with_values(&self, values: &[f32]) -> Result<Net> {
+        Ok(match self {
+            Net::Mlp(m) => Net::Mlp(load_values(m.clone(), values)?),
+        })
+    }
+
+    /// The gradients of every parameter after a backward pass, in the flat layout.
+    pub fn gradients(&self, grads: &Gradients) -> Vec<f32> {
+        match self {
+            Net::Mlp(m) => module_gradients(m, grads),
+        }
+    }
+}
+
+impl Network for Net {
+    fn forward(&self, x: Tensor<2>, t: &[f64], labels: Option<&[i64]>) -> Tensor<2> {
+        match self {
+            Net::Mlp(m) => m.forward(x, t, labels),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::params::module_params;
+
+    #[test]
+    fn mlp_module_visits_parameters_in_the_flat_layout() {
+        // The fused kernel's flat layout and the burn module's visiting order must agree, or the
+        // autodiff path would update the wrong weights: compare element for element (exact).
+        let cfg = ModelConfig::Mlp(MlpConfig {
+            data_dim: 2,
+            hidden: 8,
+            depth: 2,
+            time_embed_dim: 4,
+        });
+        let p = cfg.init_params(3).unwrap();
+        let net = Net::new(&cfg, &p, &Device::default()).unwrap();
+        #[allow(irrefutable_let_patterns)]
+        let Net::Mlp(m) = &net
+        else {
+            panic!("an MLP")
+        };
+        let from_module = module_params(m);
+        assert_eq!(from_module.values, p.values);
+        let shapes: Vec<_> = from_module.slots.iter().map(|s| s.shape.clone()).collect();
+        let expected: Vec<_> = p.slots.iter().map(|s| s.shape.clone()).collect();
+        assert_eq!(shapes, expected);
+    }
+}

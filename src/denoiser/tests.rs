@@ -126,22 +126,22 @@ fn edm_preconditioning_reproduces_the_oracle() {
     assert!(close(&got.eps, &exact.eps, 1e-9));
 }
 
-/// A conditional toy denoiser: x0 = label (or 0 for the null label), eps from x_t.
-struct LabelEcho;
-impl Denoiser for LabelEcho {
+/// A conditional toy denoiser whose prediction depends on x and the label, with its own
+/// form for the null label -1: x0 = tanh(x_t) (1 + label/10) + label/20 for a class, and
+/// x0 = x_t / 2 unconditionally; eps from x0 and the per-sample level.
+struct LabelDependent;
+impl Denoiser for LabelDependent {
     fn denoise(&self, x_t: &Tensor<2>, levels: &[NoiseLevel], labels: Option<&[i64]>) -> Denoised {
         let [n, d] = x_t.dims();
-        let labels = labels.unwrap();
-        let x0 = from_rows(
-            labels
-                .iter()
-                .flat_map(|&l| vec![l.max(0) as f64; d])
-                .collect(),
-            n,
-            d,
-            &x_t.device(),
-            x_t.dtype(),
-        );
+        let labels = labels.expect("a conditional denoiser");
+        let x = to_vec(x_t);
+        let x0: Vec<f64> = (0..n * d)
+            .map(|j| match labels[j / d] {
+                -1 => 0.5 * x[j],
+                l => x[j].tanh() * (1.0 + l as f64 / 10.0) + l as f64 / 20.0,
+            })
+            .collect();
+        let x0 = from_rows(x0, n, d, &x_t.device(), x_t.dtype());
         let (a, s) = vp_coefficients(levels);
         let eps = crate::prediction::eps_from_x0(x_t, &x0, &a, &s);
         Denoised {
@@ -153,31 +153,38 @@ impl Denoiser for LabelEcho {
 }
 
 #[test]
-fn guidance_scale_one_is_conditional_and_zero_is_unconditional() {
-    let (x, _) = batch();
-    let levels = [NoiseLevel { sigma: 0.8, t: 0.0 }];
-    let labels = [3i64, 5, 7];
-    let cond = LabelEcho.denoise(&x, &levels, Some(&labels));
-    let uncond = LabelEcho.denoise(&x, &levels, Some(&[-1, -1, -1]));
-    let w1 = Guided {
-        inner: LabelEcho,
-        guidance_scale: 1.0,
-    }
-    .denoise(&x, &levels, Some(&labels));
-    let w0 = Guided {
-        inner: LabelEcho,
-        guidance_scale: 0.0,
-    }
-    .denoise(&x, &levels, Some(&labels));
-    assert!(close(&w1.x0, &cond.x0, 1e-12) && close(&w1.eps, &cond.eps, 1e-12));
+fn guidance_interpolates_and_extrapolates_from_the_unconditional_prediction() {
+    // SPEC §5 with the adapter's convention: w weighs the conditional direction from the
+    // unconditional prediction, pred = uncond + w (cond - uncond), for x0 and eps alike (so w = 0
+    // is unconditional, w = 1 conditional, w = 2 the extrapolation 2 cond - uncond). Per-sample
+    // levels exercise the adapter's doubling of the level slice. Float64, tol 1e-12 relative to
+    // 1 + |value|: one multiply-add on O(1) values (eps = (x_t - a x0)/s with s >= 0.05 stays
+    // below ~50).
+    let (x, levels) = batch();
+    let labels = [3i64, 0, 7];
+    let cond = LabelDependent.denoise(&x, &levels, Some(&labels));
+    let uncond = LabelDependent.denoise(&x, &levels, Some(&[-1, -1, -1]));
+    assert!(
+        !close(&cond.x0, &uncond.x0, 1e-3),
+        "the test needs cond != uncond"
+    );
+    let guided = |w: f64| {
+        Guided {
+            inner: LabelDependent,
+            guidance_scale: w,
+        }
+        .denoise(&x, &levels, Some(&labels))
+    };
+    let (w0, w1, w2) = (guided(0.0), guided(1.0), guided(2.0));
     assert!(close(&w0.x0, &uncond.x0, 1e-12) && close(&w0.eps, &uncond.eps, 1e-12));
-    // w = 3 extrapolates: x0 = 0 + 3 (label - 0).
-    let w3 = Guided {
-        inner: LabelEcho,
-        guidance_scale: 3.0,
-    }
-    .denoise(&x, &levels, Some(&labels));
-    assert_eq!(to_vec(&w3.x0)[0], 9.0);
+    assert!(close(&w1.x0, &cond.x0, 1e-12) && close(&w1.eps, &cond.eps, 1e-12));
+    let extrapolated =
+        |c: &Tensor<2>, u: &Tensor<2>| u.clone() + (c.clone() - u.clone()).mul_scalar(2.0);
+    assert!(close(&w2.x0, &extrapolated(&cond.x0, &uncond.x0), 1e-12));
+    assert!(close(&w2.eps, &extrapolated(&cond.eps, &uncond.eps), 1e-12));
+    // The extrapolation, by hand on the first element: 2 cond - uncond.
+    let (c0, u0) = (to_vec(&cond.x0)[0], to_vec(&uncond.x0)[0]);
+    assert!((to_vec(&w2.x0)[0] - (2.0 * c0 - u0)).abs() < 1e-12 * (1.0 + c0.abs()));
 }
 
 #[test]

@@ -8,14 +8,15 @@
 //! Model variances: fixed_small uses log beta_tilde clipped at t = 1 (beta_tilde_2, SPEC §2),
 //! fixed_large uses beta_t except beta_tilde_2 at t = 1 (DDPM), learned_range interpolates
 //! between log beta_t and the clipped log beta_tilde_t (SPEC §3). Math step t is code index
-//! i = t - 1 (crate docs). All arithmetic is float64 on the host.
+//! i = t - 1 (crate docs). The terms are the tensor formulas of [`super::terms`], evaluated in the
+//! dtype of `x0` (float64 for reported numbers).
 
 use super::terms::{discretized_gaussian_log_likelihood, normal_kl};
 use crate::denoiser::{Denoiser, NoiseLevel};
-use crate::forward::q_sample;
+use crate::forward::{q_posterior_mean, q_sample};
 use crate::rng::NoiseSource;
 use crate::schedule::Schedule;
-use crate::tensor::to_vec;
+use crate::tensor::{column, to_vec};
 use crate::variance::VarianceType;
 use burn::tensor::Tensor;
 use std::f64::consts::LN_2;
@@ -49,41 +50,101 @@ impl VlbTerms {
     }
 }
 
-/// log sigma_t^2 of p_theta(x_{t-1} | x_t) at code index i, per element (`v` is the model's
-/// variance output in [-1, 1] for learned_range).
-fn model_log_variance(
+/// `table[i]` for each code index of `steps` as a `[len, 1]` column shaped for `like`.
+fn gathered(table: &[f64], steps: &[usize], like: &Tensor<2>) -> Tensor<2> {
+    let values: Vec<f64> = steps.iter().map(|&i| table[i]).collect();
+    column(&values, like)
+}
+
+/// log sigma_t^2 of p_theta(x_{t-1} | x_t) at code indices `steps` (one per sample, or one for
+/// the batch): a `[len, 1]` column for the fixed variances, `[N, D]` for the learned ones,
+/// whose `variance_output` is the network's v (in [-1, 1] for learned_range, sigma^2 itself
+/// for learned). `like` gives dtype and device. learned_range interpolates between log beta_t
+/// and the clipped log beta_tilde_t (SPEC §3), the same table the posterior uses.
+///
+/// # Panics
+/// For a learned variance without `variance_output` (a model/config mismatch the caller checks).
+pub fn model_log_variance(
     schedule: &Schedule,
     variance: VarianceType,
-    i: usize,
-    v: Option<&[f64]>,
-    len: usize,
-) -> Vec<f64> {
-    let clipped_small = schedule.posterior_log_variance_clipped[i];
+    steps: &[usize],
+    variance_output: Option<Tensor<2>>,
+    like: &Tensor<2>,
+) -> Tensor<2> {
+    let clipped_small = || gathered(&schedule.posterior_log_variance_clipped, steps, like);
     match variance {
-        VarianceType::FixedSmall => vec![clipped_small; len],
+        VarianceType::FixedSmall => clipped_small(),
         VarianceType::FixedLarge => {
-            let lv = if i == 0 && schedule.len() > 1 {
-                schedule.posterior_variance[1].ln()
-            } else {
-                schedule.beta[i].ln()
-            };
-            vec![lv; len]
+            // DDPM uses beta_tilde_2 at t = 1 instead of beta_1.
+            let lv: Vec<f64> = steps
+                .iter()
+                .map(|&i| {
+                    if i == 0 && schedule.len() > 1 {
+                        schedule.posterior_variance[1].ln()
+                    } else {
+                        schedule.beta[i].ln()
+                    }
+                })
+                .collect();
+            column(&lv, like)
         }
         VarianceType::LearnedRange => {
-            let v = v.expect("learned_range needs a model with a variance output");
-            let max_log = schedule.beta[i].ln();
-            v.iter()
-                .map(|v| {
-                    let frac = (v + 1.0) / 2.0;
-                    frac * max_log + (1.0 - frac) * clipped_small
-                })
-                .collect()
+            let v = variance_output.expect("learned_range needs a model with a variance output");
+            let log_beta: Vec<f64> = steps.iter().map(|&i| schedule.beta[i].ln()).collect();
+            let (max_log, min_log) = (column(&log_beta, like), clipped_small());
+            let frac = v.add_scalar(1.0).mul_scalar(0.5);
+            frac * (max_log - min_log.clone()) + min_log
         }
-        VarianceType::Learned => {
-            let v = v.expect("a learned variance needs a model with a variance output");
-            v.iter().map(|v| v.ln()).collect()
-        }
+        VarianceType::Learned => variance_output
+            .expect("a learned variance needs a model with a variance output")
+            .log(),
     }
+}
+
+/// The bound's term at code indices `steps` (one per sample, or one for the batch), per sample
+/// in nats summed over dimensions (`[N]`): at i = 0 (t = 1) the decoder NLL
+/// L_0 = -log p_theta(x_0 | x_1) of 8-bit `x0`, otherwise
+/// L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || N(model_mean, e^{model_log_variance})). Both the float64
+/// bound ([`vlb`]) and the hybrid training loss ([`crate::loss::hybrid`]) call this.
+pub fn step_term(
+    schedule: &Schedule,
+    steps: &[usize],
+    x0: &Tensor<2>,
+    x_t: &Tensor<2>,
+    model_mean: Tensor<2>,
+    model_log_variance: Tensor<2>,
+) -> Tensor<1> {
+    let [n, _] = x0.dims();
+    let any_decoder = steps.contains(&0);
+    let all_decoder = steps.iter().all(|&i| i == 0);
+    let decoder_nll = any_decoder.then(|| {
+        discretized_gaussian_log_likelihood(
+            x0.clone(),
+            model_mean.clone(),
+            model_log_variance.clone().mul_scalar(0.5),
+        )
+        .sum_dim(1)
+        .neg()
+    });
+    let kl = (!all_decoder).then(|| {
+        normal_kl(
+            q_posterior_mean(schedule, x0, x_t, steps),
+            gathered(&schedule.posterior_log_variance_clipped, steps, x0),
+            model_mean,
+            model_log_variance,
+        )
+        .sum_dim(1)
+    });
+    let term = match (decoder_nll, kl) {
+        (Some(nll), None) => nll,
+        (None, Some(kl)) => kl,
+        (Some(nll), Some(kl)) => {
+            let at_zero: Vec<f64> = steps.iter().map(|&i| f64::from(i == 0)).collect();
+            kl.mask_where(column(&at_zero, x0).greater_elem(0.5), nll)
+        }
+        (None, None) => panic!("step_term needs at least one step"),
+    };
+    term.reshape([n])
 }
 
 /// The bound for each row of `x0` (8-bit data in [-1, 1], `[N, D]`), one x_t draw per step
@@ -96,7 +157,6 @@ pub fn vlb<D: Denoiser + ?Sized>(
     noise: &mut dyn NoiseSource,
 ) -> VlbTerms {
     let [n, d] = x0.dims();
-    let x0v = to_vec(x0);
     let big_t = schedule.len();
     let mut kl = vec![0.0; n];
     let mut decoder = vec![0.0; n];
@@ -105,50 +165,32 @@ pub fn vlb<D: Denoiser + ?Sized>(
         let eps = noise.noise_like(x0);
         let x_t = q_sample(schedule, x0, &[i], &eps);
         let out = denoiser.denoise(&x_t, &[NoiseLevel::discrete(schedule, i)], None);
-        let (xt, x0_hat) = (to_vec(&x_t), to_vec(&out.x0));
-        let v = out.variance_output.as_ref().map(to_vec);
-        let log_var = model_log_variance(schedule, variance, i, v.as_deref(), n * d);
-        let (c0, ct) = (
-            schedule.posterior_mean_coef_x0[i],
-            schedule.posterior_mean_coef_xt[i],
-        );
-        for r in 0..n {
-            let mut term = 0.0;
-            for j in r * d..(r + 1) * d {
-                let model_mean = c0 * x0_hat[j] + ct * xt[j];
-                if i == 0 {
-                    term -=
-                        discretized_gaussian_log_likelihood(x0v[j], model_mean, 0.5 * log_var[j]);
-                } else {
-                    let true_mean = c0 * x0v[j] + ct * xt[j];
-                    term += normal_kl(
-                        true_mean,
-                        schedule.posterior_log_variance_clipped[i],
-                        model_mean,
-                        log_var[j],
-                    );
-                }
-            }
+        let log_var = model_log_variance(schedule, variance, &[i], out.variance_output, x0);
+        let model_mean = q_posterior_mean(schedule, &out.x0, &x_t, &[i]);
+        let term = step_term(schedule, &[i], x0, &x_t, model_mean, log_var);
+        let term: Vec<f64> = term.to_data().try_into_vec_as().expect("float tensor");
+        for (r, v) in term.iter().enumerate() {
             if i == 0 {
-                decoder[r] = term;
+                decoder[r] = *v;
             } else {
-                kl[r] += term;
+                kl[r] += v;
             }
-            per_step[i] += term / n as f64;
         }
+        per_step[i] = term.iter().sum::<f64>() / n as f64;
     }
+    // L_T = KL(N(sqrt(alpha_bar_T) x_0, 1 - alpha_bar_T) || N(0, 1)).
     let (m_t, v_t) = (
         schedule.sqrt_alpha_bar[big_t - 1],
         1.0 - schedule.alpha_bar[big_t - 1],
     );
-    let prior: Vec<f64> = x0v
-        .chunks(d)
-        .map(|row| {
-            row.iter()
-                .map(|x| normal_kl(m_t * x, v_t.ln(), 0.0, 0.0))
-                .sum()
-        })
-        .collect();
+    let prior = normal_kl(
+        x0.clone().mul_scalar(m_t),
+        column(&[v_t.ln()], x0),
+        x0.zeros_like(),
+        column(&[0.0], x0),
+    )
+    .sum_dim(1);
+    let prior = to_vec(&prior);
     let total = (0..n).map(|r| prior[r] + kl[r] + decoder[r]).collect();
     VlbTerms {
         prior,

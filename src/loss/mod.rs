@@ -1,6 +1,7 @@
-//! Training objectives (SPEC §4) on the host side: per-sample weights that turn the plain
-//! squared error on the configured target into L_simple, the exact L_{t-1}, or min-SNR-gamma,
-//! and the sampling of t (uniform, or by loss history as improved DDPM does for L_vlb).
+//! Training objectives (SPEC §4): per-sample weights that turn the plain squared error on the
+//! configured target into L_simple, the exact L_{t-1}, min-SNR-gamma or the simple part of the
+//! hybrid objective; the hybrid's L_vlb term on tensors ([`hybrid`]); and the sampling of t
+//! (uniform, or by loss history as improved DDPM does for L_vlb).
 //!
 //! Symbols (code index `i` is math step `t = i + 1`): `alpha_t`, `alpha_bar_t`,
 //! `beta_t = 1 - alpha_t`, `snr_t = alpha_bar_t / (1 - alpha_bar_t)`, `sigma_t^2` the reverse
@@ -8,11 +9,22 @@
 //! `||eps - eps_hat||^2 = c_p ||p - p_hat||^2` with `c_eps = 1`, `c_x0 = snr`,
 //! `c_v = alpha_bar`, `c_score = 1 - alpha_bar` ([`eps_error_factor`]).
 
+pub mod hybrid;
+
+pub use hybrid::{hybrid_vlb_term, term_values};
+
 use crate::prediction::PredictionType;
 use crate::schedule::Schedule;
 use crate::variance::VarianceType;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+
+/// improved DDPM's weight of L_vlb in the hybrid objective (Nichol & Dhariwal 2021).
+pub const HYBRID_LAMBDA: f64 = 0.001;
+
+fn default_hybrid_lambda() -> f64 {
+    HYBRID_LAMBDA
+}
 
 /// How the per-sample squared errors are weighted.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
@@ -27,14 +39,25 @@ pub enum LossWeighting {
     Vlb { variance: VarianceType },
     /// min-SNR-gamma (Hang et al. 2023): x_0-error weight `min(snr, gamma)`.
     MinSnr { gamma: f64 },
+    /// improved DDPM's hybrid L_simple + lambda L_vlb with a learned_range variance (SPEC §3,
+    /// §4): the simple part has weight 1, the L_vlb term ([`hybrid_vlb_term`]) weight
+    /// `lambda T` ([`LossWeighting::vlb_term_weight`]); the net outputs the prediction and v.
+    Hybrid {
+        #[serde(default = "default_hybrid_lambda")]
+        lambda: f64,
+    },
 }
 
 impl LossWeighting {
-    /// Checks the parameters (gamma > 0; learned variance has no fixed weight).
+    /// Checks the parameters (gamma > 0, lambda > 0 and finite; learned variance has no fixed
+    /// weight).
     pub fn validate(&self) -> crate::Result<()> {
         match *self {
             LossWeighting::MinSnr { gamma } if !(gamma > 0.0 && gamma.is_finite()) => Err(
                 crate::Error::config("loss.gamma", format!("{gamma} is not > 0")),
+            ),
+            LossWeighting::Hybrid { lambda } if !(lambda > 0.0 && lambda.is_finite()) => Err(
+                crate::Error::config("loss.lambda", format!("{lambda} is not finite and > 0")),
             ),
             LossWeighting::Vlb {
                 variance: VarianceType::LearnedRange,
@@ -44,6 +67,37 @@ impl LossWeighting {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Whether the network learns the reverse variance: its output then has 2D columns, the
+    /// prediction and v in [-1, 1] (learned_range, SPEC §3).
+    pub fn learns_variance(&self) -> bool {
+        matches!(self, LossWeighting::Hybrid { .. })
+    }
+
+    /// The weight of the per-sample L_vlb term [`hybrid_vlb_term`] in the objective:
+    /// `lambda T` for hybrid, 0 otherwise. A uniform draw of t times T estimates the sum over t,
+    /// so with lambda = 0.001 and T = 1000 this is improved-diffusion's
+    /// `mse + vb * num_timesteps / 1000`.
+    pub fn vlb_term_weight(&self, num_timesteps: usize) -> f64 {
+        match *self {
+            LossWeighting::Hybrid { lambda } => lambda * num_timesteps as f64,
+            _ => 0.0,
+        }
+    }
+}
+
+/// The per-sample losses the loss-aware t sampler records ([`TimestepSampler::update`]):
+/// improved DDPM's importance sampling is on L_vlb, so hybrid runs record their L_vlb term
+/// (`vlb_term`, bits/dim, e.g. from [`term_values`]); other runs record the squared error.
+pub fn sampler_losses<'a>(
+    weighting: LossWeighting,
+    mse: &'a [f64],
+    vlb_term: Option<&'a [f64]>,
+) -> &'a [f64] {
+    match (weighting, vlb_term) {
+        (LossWeighting::Hybrid { .. }, Some(term)) => term,
+        _ => mse,
     }
 }
 
@@ -83,7 +137,7 @@ pub fn loss_weight(
 ) -> f64 {
     let alpha_bar = schedule.alpha_bar[i];
     match weighting {
-        LossWeighting::Simple => 1.0,
+        LossWeighting::Simple | LossWeighting::Hybrid { .. } => 1.0,
         LossWeighting::Vlb { variance } => {
             vlb_eps_weight(schedule, i, variance) * eps_error_factor(prediction, alpha_bar)
         }
@@ -94,13 +148,6 @@ pub fn loss_weight(
             eps_weight * eps_error_factor(prediction, alpha_bar)
         }
     }
-}
-
-/// KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) per coordinate, in nats.
-pub fn gaussian_kl(mean1: f64, logvar1: f64, mean2: f64, logvar2: f64) -> f64 {
-    0.5 * (-1.0 + logvar2 - logvar1
-        + (logvar1 - logvar2).exp()
-        + (mean1 - mean2).powi(2) * (-logvar2).exp())
 }
 
 /// Mean squared error per sample of row-major `[N, D]` predictions and targets.
@@ -232,11 +279,23 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
+    /// KL of two one-dimensional Gaussians through the crate's one tensor formula.
+    fn gaussian_kl(mean1: f64, logvar1: f64, mean2: f64, logvar2: f64) -> f64 {
+        let one = |v: f64| {
+            burn::tensor::Tensor::<1>::from_data(
+                burn::tensor::TensorData::new(vec![v], [1]),
+                (&burn::tensor::Device::default(), burn::tensor::DType::F64),
+            )
+        };
+        crate::likelihood::terms::normal_kl(one(mean1), one(logvar1), one(mean2), one(logvar2))
+            .into_scalar::<f64>()
+    }
+
     #[test]
     fn vlb_weight_times_eps_error_is_the_gaussian_kl() {
         // SPEC §4: with mu_theta = (x_t - beta/sqrt(1-ab) eps_hat)/sqrt(alpha) and the true
         // posterior mean in the same form with eps, KL(q || p_theta) with equal variances is
-        // w ||eps - eps_hat||^2. Independent check through gaussian_kl on the two means
+        // w ||eps - eps_hat||^2. Independent check through the Gaussian KL on the two means
         // (float64, relative tol 1e-9: cancellation in mean1 - mean2 of ~1e-12 relative).
         let s = ScheduleConfig::default().build().unwrap();
         for i in [0usize, 1, 10, 500, 999] {
@@ -275,6 +334,44 @@ mod tests {
                 assert!((l_v - l_eps).abs() < 1e-12 * l_eps, "{weighting:?} v i={i}");
             }
         }
+    }
+
+    #[test]
+    fn hybrid_weighting_config_and_weights() {
+        // SPEC §4 hybrid: serde form {"kind":"hybrid","lambda":...}, lambda defaulting to
+        // improved DDPM's 0.001; simple part weight 1 for every target; L_vlb term weight
+        // lambda T, exactly 1 for 0.001 and T = 1000 (improved-diffusion's vb * T / 1000).
+        let h: LossWeighting = serde_json::from_str(r#"{"kind":"hybrid","lambda":0.01}"#).unwrap();
+        assert_eq!(h, LossWeighting::Hybrid { lambda: 0.01 });
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(json, r#"{"kind":"hybrid","lambda":0.01}"#);
+        let d: LossWeighting = serde_json::from_str(r#"{"kind":"hybrid"}"#).unwrap();
+        assert_eq!(
+            d,
+            LossWeighting::Hybrid {
+                lambda: HYBRID_LAMBDA
+            }
+        );
+        assert!(h.validate().is_ok() && h.learns_variance());
+        assert!(!LossWeighting::Simple.learns_variance());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(
+                LossWeighting::Hybrid { lambda: bad }.validate().is_err(),
+                "{bad}"
+            );
+        }
+        let s = ScheduleConfig::default().build().unwrap();
+        for p in [PredictionType::Eps, PredictionType::X0, PredictionType::V] {
+            assert_eq!(loss_weight(d, p, &s, 500), 1.0);
+        }
+        assert_eq!(d.vlb_term_weight(1000), 1.0);
+        assert_eq!(LossWeighting::Simple.vlb_term_weight(1000), 0.0);
+        let (mse, term) = ([1.0, 2.0], [3.0, 4.0]);
+        assert_eq!(sampler_losses(d, &mse, Some(&term)), &term);
+        assert_eq!(
+            sampler_losses(LossWeighting::Simple, &mse, Some(&term)),
+            &mse
+        );
     }
 
     #[test]

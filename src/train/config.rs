@@ -101,6 +101,30 @@ impl RunConfig {
                 "an SDE run trains an eps network (DSM with lambda = s^2); use --prediction eps",
             ));
         }
+        let (d, out) = (self.model.data_dim(), self.model.output_dim());
+        if self.train.loss.learns_variance() {
+            if out != 2 * d {
+                return Err(Error::config(
+                    "train.loss",
+                    "the hybrid loss learns the reverse variance: the model needs twice the data's \
+                     channels as output (a UNet with out_channels = 2 in_channels)",
+                ));
+            }
+            if self.sde.is_some() {
+                return Err(Error::config(
+                    "train.loss",
+                    "the hybrid loss is a discrete-time objective; it does not apply to --sde runs",
+                ));
+            }
+        } else if out != d {
+            return Err(Error::config(
+                "model.out_channels",
+                format!(
+                    "the model outputs {out} values per sample for {d}-dimensional data; a \
+                     learned-variance output (twice the channels) needs --loss hybrid"
+                ),
+            ));
+        }
         let t = &self.train;
         let checks: [(&'static str, bool, String); 8] = [
             (

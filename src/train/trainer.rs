@@ -10,17 +10,17 @@ use super::adamw::{clip_grad_norm, AdamWParams, AdamWState};
 use super::checkpoint::{Checkpoint, CheckpointError, RngState, TrainState};
 use super::config::RunConfig;
 use super::ema::ema_update;
-use super::engine::{autodiff_grad, BatchGrad, MlpEngine, StepBatch};
+use super::engine::{autodiff_grad, BatchGrad, ExtraLoss, MlpEngine, StepBatch};
 use super::lr::learning_rate;
 use crate::data::DataSource;
-use crate::loss::{loss_weight, TimestepSampler};
+use crate::loss::{hybrid_vlb_term, loss_weight, term_values, TimestepSampler};
 use crate::nn::embedding::sinusoidal_embedding;
 use crate::nn::{FlatParams, MlpParams, Net};
 use crate::prediction::target;
 use crate::schedule::Schedule;
 use crate::sde::score::NETWORK_TIME_SCALE;
 use crate::tensor::{from_rows, lincomb, to_vec};
-use burn::tensor::{DType, Device};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -228,6 +228,7 @@ impl Trainer {
         // x_t = a x_0 + s eps and the target in float64 (SPEC §2, §3), cast to float32 at the
         // network's edge.
         let host = Device::default();
+        let x0_f32: Vec<f32> = batch.x0.iter().map(|&v| v as f32).collect();
         let x0_t = from_rows(batch.x0, n, d, &host, DType::F64);
         let eps_t = from_rows(eps, n, d, &host, DType::F64);
         let (a, sd) = (&levels.a, &levels.s);
@@ -270,7 +271,31 @@ impl Trainer {
                 g
             }
             Engine::Autodiff { template } => {
-                autodiff_grad(template, &self.params.values, &step_batch, None)?
+                let vlb_weight = cfg.train.loss.vlb_term_weight(self.schedule.len());
+                let schedule = &self.schedule;
+                let (steps, weight, prediction) =
+                    (levels.steps.as_deref(), &levels.weight, cfg.prediction);
+                // The hybrid loss's L_vlb part, mean_n w_n lambda T term_n (improved DDPM), on
+                // the variance half of the output; the sampler records the term.
+                let hybrid = |out: &Tensor<2>| {
+                    let device = out.device();
+                    let f32_rows = |v: &[f32]| {
+                        Tensor::<2>::from_data(TensorData::new(v.to_vec(), [n, d]), (&device, DType::F32))
+                    };
+                    let (x0, xt) = (f32_rows(&x0_f32), f32_rows(&x_t));
+                    let mean = out.clone().slice([0..n, 0..d]);
+                    let var = out.clone().slice([0..n, d..2 * d]);
+                    let steps = steps.expect("hybrid runs are discrete (validated)");
+                    let term = hybrid_vlb_term(schedule, steps, prediction, &x0, &xt, &mean, &var);
+                    let w = Tensor::<1>::from_data(
+                        TensorData::new(weight.iter().map(|&w| w as f32).collect(), [n]),
+                        (&device, DType::F32),
+                    );
+                    let values = term_values(&term);
+                    ((term * w).mean().mul_scalar(vlb_weight), Some(values))
+                };
+                let extra: Option<ExtraLoss> = (vlb_weight > 0.0).then_some(&hybrid as ExtraLoss);
+                autodiff_grad(template, &self.params.values, &step_batch, extra)?
             }
         };
         Ok((grad, levels.steps))

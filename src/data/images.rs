@@ -66,7 +66,7 @@ impl ImageSet {
             class_names,
         };
         let dim = set.dim();
-        if dim == 0 || set.pixels.len() % dim != 0 {
+        if dim == 0 || !set.pixels.len().is_multiple_of(dim) {
             return Err(crate::Error::Shape(format!(
                 "{} pixel bytes are not whole {channels}x{height}x{width} images",
                 set.pixels.len()

@@ -95,17 +95,12 @@ pub struct IdxArray {
 /// (so its length is the expected rank); `Some(d)` requires that dimension to be `d`.
 pub fn read_idx(path: &Path, expected_dims: &[Option<usize>]) -> Result<IdxArray, IdxError> {
     let err = |kind| IdxError::new(path, kind);
-    let file = std::fs::File::open(path).map_err(|e| err(IdxErrorKind::Io(e)))?;
-    let mut file = std::io::BufReader::new(file);
-    let mut magic = [0u8; 2];
-    let magic_len = read_full(&mut file, &mut magic).map_err(|e| err(IdxErrorKind::Io(e)))?;
-    let prefix = std::io::Cursor::new(magic[..magic_len].to_vec());
-    if magic_len == 2 && magic == GZIP_MAGIC {
-        let mut stream = MultiGzDecoder::new(prefix.chain(file));
+    let bytes = std::fs::read(path).map_err(|e| err(IdxErrorKind::Io(e)))?;
+    if bytes.starts_with(&GZIP_MAGIC) {
+        let mut stream = MultiGzDecoder::new(bytes.as_slice());
         read_idx_stream(&mut stream, expected_dims, IdxErrorKind::Gzip).map_err(err)
     } else {
-        let mut stream = prefix.chain(file);
-        read_idx_stream(&mut stream, expected_dims, IdxErrorKind::Io).map_err(err)
+        read_idx_stream(&mut bytes.as_slice(), expected_dims, IdxErrorKind::Io).map_err(err)
     }
 }
 
@@ -115,19 +110,24 @@ fn read_idx_stream(
     expected_dims: &[Option<usize>],
     io_error: fn(std::io::Error) -> IdxErrorKind,
 ) -> Result<IdxArray, IdxErrorKind> {
-    let mut read_exact = |buf: &mut [u8], part: &'static str| -> Result<(), IdxErrorKind> {
-        let found = read_full(stream, buf).map_err(io_error)?;
-        if found < buf.len() {
-            return Err(IdxErrorKind::Truncated {
+    // Reads `len` bytes of `part`; `take` bounds what a header announcing terabytes costs.
+    let mut read_part = |len: u64, part: &'static str| -> Result<Vec<u8>, IdxErrorKind> {
+        let mut buf = Vec::new();
+        stream
+            .by_ref()
+            .take(len)
+            .read_to_end(&mut buf)
+            .map_err(io_error)?;
+        match buf.len() as u64 {
+            found if found < len => Err(IdxErrorKind::Truncated {
                 part,
-                expected: buf.len() as u64,
-                found: found as u64,
-            });
+                expected: len,
+                found,
+            }),
+            _ => Ok(buf),
         }
-        Ok(())
     };
-    let mut head = [0u8; 4];
-    read_exact(&mut head, "header")?;
+    let head = read_part(4, "header")?;
     if head[..2] != [0, 0] {
         return Err(IdxErrorKind::BadMagic {
             found: [head[0], head[1]],
@@ -143,8 +143,7 @@ fn read_idx_stream(
             found: rank,
         });
     }
-    let mut dim_bytes = vec![0u8; 4 * rank];
-    read_exact(&mut dim_bytes, "dimensions")?;
+    let dim_bytes = read_part(4 * rank as u64, "dimensions")?;
     let dims: Vec<usize> = dim_bytes
         .chunks_exact(4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
@@ -167,42 +166,15 @@ fn read_idx_stream(
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| IdxErrorKind::TooLarge { dims: dims.clone() })?;
-    // Read at most one byte past the announced size: enough to see trailing bytes, and a
-    // header announcing terabytes cannot make us allocate them.
-    let mut data = Vec::new();
-    stream
-        .take(len as u64 + 1)
-        .read_to_end(&mut data)
-        .map_err(io_error)?;
-    if data.len() < len {
-        return Err(IdxErrorKind::Truncated {
-            part: "items",
-            expected: len as u64,
-            found: data.len() as u64,
-        });
-    }
-    if data.len() > len {
-        let extra = 1 + std::io::copy(stream, &mut std::io::sink()).map_err(io_error)?;
+    let data = read_part(len as u64, "items")?;
+    let extra = std::io::copy(stream, &mut std::io::sink()).map_err(io_error)?;
+    if extra > 0 {
         return Err(IdxErrorKind::TrailingBytes {
             expected: len as u64,
             extra,
         });
     }
     Ok(IdxArray { dims, data })
-}
-
-/// Reads into `buf` until it is full or the stream ends; returns how many bytes were read.
-fn read_full(stream: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match stream.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Reads an images file (rank 3: count x rows x cols) and, if given, its labels file (rank 1),
@@ -412,13 +384,10 @@ mod tests {
         assert_eq!(labels[..10], [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]);
         assert_eq!(labels[499], 6);
         assert_eq!(labels.iter().sum::<u32>(), 2201);
-        let row14: Vec<u8> = (0..28).map(|c| px(&train, 0, 14, c)).collect();
+        // Row 14 of image 0 is [0, 0, 1, 4, 6, 7, 2, 0, 0, 0, 0, 0, 237, 226, 217, 223, ...].
         assert_eq!(
-            row14,
-            [
-                0, 0, 1, 4, 6, 7, 2, 0, 0, 0, 0, 0, 237, 226, 217, 223, 222, 219, 222, 221, 216,
-                223, 229, 215, 218, 255, 77, 0
-            ]
+            train.image(0)[14 * 28 + 2..14 * 28 + 16],
+            [1, 4, 6, 7, 2, 0, 0, 0, 0, 0, 237, 226, 217, 223]
         );
         assert_eq!(px(&train, 1, 10, 10), 252);
         assert_eq!(px(&train, 499, 14, 14), 230);

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building diffuse needs on a fresh Debian machine with a Rust toolchain:
-# fontconfig/freetype headers and a font for the plots (plotters' text rendering).
+# fontconfig/freetype headers and a font for the plots (plotters' text rendering), and the
+# Fashion-MNIST data set (installed in /usr/share/datasets/fashion-mnist; tests use only the
+# slice in tests/fixtures/fashion-mnist).
 set -euo pipefail
 missing=()
-for pkg in pkg-config libfontconfig1-dev libfreetype-dev fonts-dejavu-core; do
+for pkg in pkg-config libfontconfig1-dev libfreetype-dev fonts-dejavu-core dataset-fashion-mnist; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

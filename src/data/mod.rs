@@ -3,9 +3,18 @@
 //! on (seed, step), so a resumed run sees the same batches as a straight one.
 
 pub mod file;
+pub mod folder;
+pub mod idx;
+pub mod images;
 pub mod toy;
 
 pub use file::{load_points, PointSet};
+pub use folder::{load_png_folder, FolderError, FolderErrorKind};
+pub use idx::{
+    find_fashion_mnist_dir, load_fashion_mnist, load_idx_images, read_idx, IdxArray, IdxError,
+    IdxErrorKind, Split, FASHION_MNIST_CLASSES,
+};
+pub use images::{pixel_to_unit, unit_to_pixel, BatchPrefetcher, ImageBatch, ImageSet};
 pub use toy::ToyDataset;
 
 use crate::error::{Error, Result};

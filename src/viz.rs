@@ -131,11 +131,7 @@ pub fn image_grid(
         let im = &images[k * per..(k + 1) * per];
         for y in 0..h {
             for x in 0..w {
-                let px = |ch: usize| {
-                    ((im[ch * h * w + y * w + x] + 1.0) * 127.5)
-                        .round()
-                        .clamp(0.0, 255.0) as u8
-                };
+                let px = |ch: usize| crate::data::unit_to_pixel(im[ch * h * w + y * w + x]);
                 let rgb = if c == 1 {
                     [px(0); 3]
                 } else {

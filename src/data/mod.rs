@@ -1,6 +1,7 @@
-//! Training data (SPEC §9): the 2-D toy sets generated from a seed, and user point sets read
-//! from CSV or .npy files. Every source is standardised and streamed in batches that depend only
-//! on (seed, step), so a resumed run sees the same batches as a straight one.
+//! Training data (SPEC §9): the 2-D toy sets generated from a seed, user point sets read
+//! from CSV or .npy files, and 8-bit images (Fashion-MNIST, IDX files, PNG folders) scaled to
+//! [-1, 1]. Every source is streamed in batches that depend only on (seed, step), so a resumed
+//! run sees the same batches as a straight one.
 
 pub mod file;
 pub mod folder;
@@ -21,7 +22,8 @@ use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What a run trains on, as stored in config.json.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +37,90 @@ pub enum DataSpec {
         mean: Vec<f64>,
         std: Vec<f64>,
     },
+    /// 8-bit images in [-1, 1] (SPEC §9), with their shape and class count as found when the
+    /// run was configured (checked again when opened).
+    Images {
+        source: ImageSource,
+        shape: [usize; 3],
+        num_classes: usize,
+        /// Random horizontal flips of training images.
+        #[serde(default)]
+        hflip: bool,
+    },
+}
+
+/// Where images come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "format", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ImageSource {
+    /// A folder with the four standard Fashion-MNIST IDX files (train and t10k splits).
+    FashionMnist { dir: PathBuf },
+    /// One IDX image file with an optional IDX label file.
+    Idx {
+        images: PathBuf,
+        labels: Option<PathBuf>,
+    },
+    /// A folder of PNGs (one subfolder per class gives labels).
+    Folder { path: PathBuf },
+}
+
+impl ImageSource {
+    /// The training images.
+    pub fn load_train(&self) -> Result<ImageSet> {
+        Ok(match self {
+            ImageSource::FashionMnist { dir } => load_fashion_mnist(dir, Split::Train)?,
+            ImageSource::Idx { images, labels } => {
+                load_idx_images(images, labels.as_deref(), None, &[])?
+            }
+            ImageSource::Folder { path } => load_png_folder(path)?,
+        })
+    }
+
+    /// The held-out test images, where the source has a split (Fashion-MNIST's t10k files).
+    pub fn load_test(&self) -> Result<Option<ImageSet>> {
+        Ok(match self {
+            ImageSource::FashionMnist { dir } => Some(load_fashion_mnist(dir, Split::Test)?),
+            _ => None,
+        })
+    }
+
+    /// Parses `--data` for images: `fashion-mnist` (the Debian package or
+    /// `$DIFFUSE_FASHION_MNIST`), `fashion-mnist:DIR`, a folder holding the standard IDX file
+    /// names, a `*-idx3-ubyte[.gz]` file (labels from the matching `-labels-idx1-` file if
+    /// present), or a folder of PNGs. `None` if `arg` names none of these.
+    pub fn from_arg(arg: &str) -> Result<Option<Self>> {
+        if arg == "fashion-mnist" {
+            let dir = find_fashion_mnist_dir().ok_or_else(|| {
+                Error::config(
+                    "data",
+                    "Fashion-MNIST not found: install the Debian package dataset-fashion-mnist \
+                     (bash scripts/setup.sh) or set DIFFUSE_FASHION_MNIST to a folder holding its \
+                     IDX files",
+                )
+            })?;
+            return Ok(Some(ImageSource::FashionMnist { dir }));
+        }
+        if let Some(dir) = arg.strip_prefix("fashion-mnist:") {
+            return Ok(Some(ImageSource::FashionMnist { dir: dir.into() }));
+        }
+        let path = Path::new(arg);
+        if path.is_dir() {
+            let standard = ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"];
+            if standard.iter().any(|f| path.join(f).is_file()) {
+                return Ok(Some(ImageSource::FashionMnist { dir: path.into() }));
+            }
+            return Ok(Some(ImageSource::Folder { path: path.into() }));
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+        if let Some(name) = name.filter(|n| n.contains("-idx3-ubyte")) {
+            let labels = path.with_file_name(name.replace("-images-idx3-", "-labels-idx1-"));
+            return Ok(Some(ImageSource::Idx {
+                images: path.into(),
+                labels: labels.is_file().then_some(labels),
+            }));
+        }
+        Ok(None)
+    }
 }
 
 impl DataSpec {
@@ -42,6 +128,15 @@ impl DataSpec {
     pub fn from_arg(arg: &str) -> Result<Self> {
         if let Some(name) = ToyDataset::from_name(arg) {
             return Ok(DataSpec::Toy { name });
+        }
+        if let Some(source) = ImageSource::from_arg(arg)? {
+            let set = source.load_train()?;
+            return Ok(DataSpec::Images {
+                shape: [set.channels, set.height, set.width],
+                num_classes: set.num_classes(),
+                source,
+                hflip: false,
+            });
         }
         let path = PathBuf::from(arg);
         let points = load_points(&path)?;
@@ -54,6 +149,36 @@ impl DataSpec {
         match self {
             DataSpec::Toy { name } => name.name().to_string(),
             DataSpec::File { path, .. } => path.display().to_string(),
+            DataSpec::Images { source, .. } => match source {
+                ImageSource::FashionMnist { .. } => "fashion-mnist".to_string(),
+                ImageSource::Idx { images, .. } => images.display().to_string(),
+                ImageSource::Folder { path } => path.display().to_string(),
+            },
+        }
+    }
+
+    /// Flat dimension of one sample (`C*H*W` for images).
+    pub fn dim(&self) -> usize {
+        match self {
+            DataSpec::Toy { name } => name.dim(),
+            DataSpec::File { mean, .. } => mean.len(),
+            DataSpec::Images { shape, .. } => shape.iter().product(),
+        }
+    }
+
+    /// `[C, H, W]` of image data.
+    pub fn image_shape(&self) -> Option<[usize; 3]> {
+        match self {
+            DataSpec::Images { shape, .. } => Some(*shape),
+            _ => None,
+        }
+    }
+
+    /// Number of classes of labelled image data (0 when unlabelled or not images).
+    pub fn num_classes(&self) -> usize {
+        match self {
+            DataSpec::Images { num_classes, .. } => *num_classes,
+            _ => 0,
         }
     }
 
@@ -76,6 +201,30 @@ impl DataSpec {
                 }
                 Ok(DataSource::Points(points.standardised(mean, std)))
             }
+            DataSpec::Images {
+                source,
+                shape,
+                num_classes,
+                hflip,
+            } => {
+                let set = source.load_train()?;
+                let found = [set.channels, set.height, set.width];
+                if found != *shape || set.num_classes() != *num_classes {
+                    return Err(Error::config(
+                        "data",
+                        format!(
+                            "{} holds {found:?} images in {} classes but the run was configured for \
+                             {shape:?} in {num_classes}",
+                            self.name(),
+                            set.num_classes()
+                        ),
+                    ));
+                }
+                Ok(DataSource::Images {
+                    set: Arc::new(set),
+                    hflip: *hflip,
+                })
+            }
         }
     }
 }
@@ -87,11 +236,21 @@ pub struct Batch {
     pub labels: Option<Vec<i64>>,
 }
 
+impl From<ImageBatch> for Batch {
+    fn from(b: ImageBatch) -> Self {
+        Batch {
+            x0: b.x.into_iter().map(f64::from).collect(),
+            labels: b.labels,
+        }
+    }
+}
+
 /// An opened data source, in standardised coordinates.
 #[derive(Debug, Clone)]
 pub enum DataSource {
     Toy(ToyDataset),
     Points(PointSet),
+    Images { set: Arc<ImageSet>, hflip: bool },
 }
 
 impl DataSource {
@@ -100,6 +259,7 @@ impl DataSource {
         match self {
             DataSource::Toy(t) => t.dim(),
             DataSource::Points(p) => p.dim,
+            DataSource::Images { set, .. } => set.dim(),
         }
     }
 
@@ -110,6 +270,13 @@ impl DataSource {
         rng.set_stream(stream);
         match self {
             DataSource::Toy(t) => t.sample(n, &mut rng),
+            DataSource::Images { set, .. } => {
+                let indices: Vec<usize> = (0..n).map(|_| rng.random_range(0..set.len())).collect();
+                set.images_unit(&indices)
+                    .into_iter()
+                    .map(f64::from)
+                    .collect()
+            }
             DataSource::Points(p) => {
                 let count = p.len();
                 let mut out = Vec::with_capacity(n * p.dim);
@@ -124,9 +291,12 @@ impl DataSource {
 
     /// The training batch of step `step` with its class labels (for labelled data).
     pub fn training_batch(&self, batch_size: usize, seed: u64, step: u64) -> Batch {
-        Batch {
-            x0: self.batch(batch_size, seed, step),
-            labels: None,
+        match self {
+            DataSource::Images { set, hflip } => set.batch(batch_size, seed, step, *hflip).into(),
+            _ => Batch {
+                x0: self.batch(batch_size, seed, step),
+                labels: None,
+            },
         }
     }
 

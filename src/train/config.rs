@@ -169,12 +169,7 @@ impl RunConfig {
                 return Err(Error::config(name, reason));
             }
         }
-        if self.model.data_dim()
-            != match &self.data {
-                DataSpec::Toy { name } => name.dim(),
-                DataSpec::File { mean, .. } => mean.len(),
-            }
-        {
+        if self.model.data_dim() != self.data.dim() {
             return Err(Error::config(
                 "model.data_dim",
                 format!("{} does not match the data", self.model.data_dim()),

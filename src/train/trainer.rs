@@ -12,7 +12,7 @@ use super::config::RunConfig;
 use super::ema::ema_update;
 use super::engine::{autodiff_grad, BatchGrad, ExtraLoss, MlpEngine, StepBatch};
 use super::lr::learning_rate;
-use crate::data::DataSource;
+use crate::data::{BatchPrefetcher, DataSource};
 use crate::loss::{hybrid_vlb_term, loss_weight, term_values, TimestepSampler};
 use crate::nn::embedding::sinusoidal_embedding;
 use crate::nn::{FlatParams, MlpParams, Net};
@@ -25,6 +25,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Why training stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +87,8 @@ pub struct Trainer {
     /// The device training runs on.
     pub device: Device,
     engine: Engine,
+    /// Batches of the coming steps, prepared off the training thread (image data).
+    prefetch: Option<BatchPrefetcher>,
     /// Fault injection for tests: a non-finite loss at this (1-based) step.
     inject_non_finite_at: Option<u64>,
 }
@@ -161,6 +164,7 @@ impl Trainer {
             step,
             device,
             engine,
+            prefetch: None,
             inject_non_finite_at: None,
         })
     }
@@ -200,7 +204,25 @@ impl Trainer {
         let cfg = &self.config;
         let (n, d) = (cfg.train.batch_size, cfg.model.data_dim());
         let s = self.step;
-        let batch = self.data.training_batch(n, cfg.seed, s);
+        let batch = match &self.data {
+            // Images are drawn and scaled on a background thread, one step ahead.
+            DataSource::Images { set, hflip } => {
+                let stale = self.prefetch.as_ref().is_none_or(|p| p.step() != s);
+                if stale {
+                    self.prefetch = Some(BatchPrefetcher::new(
+                        Arc::clone(set),
+                        n,
+                        cfg.seed,
+                        s,
+                        *hflip,
+                        2,
+                    ));
+                }
+                let prefetch = self.prefetch.as_mut().expect("just set");
+                prefetch.next().into()
+            }
+            data => data.training_batch(n, cfg.seed, s),
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         rng.set_stream(2 * s + 1);
         let levels = self.draw_levels(n, &mut rng);
@@ -280,7 +302,10 @@ impl Trainer {
                 let hybrid = |out: &Tensor<2>| {
                     let device = out.device();
                     let f32_rows = |v: &[f32]| {
-                        Tensor::<2>::from_data(TensorData::new(v.to_vec(), [n, d]), (&device, DType::F32))
+                        Tensor::<2>::from_data(
+                            TensorData::new(v.to_vec(), [n, d]),
+                            (&device, DType::F32),
+                        )
                     };
                     let (x0, xt) = (f32_rows(&x0_f32), f32_rows(&x_t));
                     let mean = out.clone().slice([0..n, 0..d]);

@@ -212,21 +212,28 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<PointSet, String> {
 
 /// A `.npy` (format 1.0, float64, shape (N, D)) buffer of `points`.
 pub fn npy_bytes(points: &PointSet) -> Vec<u8> {
-    let mut header = format!(
-        "{{'descr': '<f8', 'fortran_order': False, 'shape': ({}, {}), }}",
-        points.len(),
-        points.dim
-    );
+    npy_bytes_shaped(&points.values, &[points.len(), points.dim])
+}
+
+/// A `.npy` (format 1.0, float64, C order) buffer of `values` with `shape` (e.g. images
+/// `[N, C, H, W]`).
+pub fn npy_bytes_shaped(values: &[f64], shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
     // Pad so that magic (6) + version (2) + length (2) + header ends on a 64-byte boundary.
     while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + 8 * points.values.len());
+    let mut out = Vec::with_capacity(10 + header.len() + 8 * values.len());
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for v in &points.values {
+    for v in values {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out

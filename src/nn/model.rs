@@ -5,11 +5,16 @@
 //! module built from such a vector on a device (for sampling, or on an autodiff device for a
 //! training step).
 
-use super::params::{contiguous_slots, load_values, module_gradients, FlatParams, TensorSlot};
+use super::params::{
+    contiguous_slots, load_values, module_gradients, module_params, module_slots, FlatParams,
+    TensorSlot,
+};
+use super::unet::{UNet2DConfig, UNet2DModel};
 use super::{Mlp, MlpConfig, MlpParams};
 use crate::denoiser::Network;
 use crate::error::Result;
-use burn::tensor::{Device, Gradients, Tensor};
+use burn::module::Module;
+use burn::tensor::{DType, Device, Gradients, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Which network a run trains, with its shape.
@@ -18,6 +23,8 @@ use serde::{Deserialize, Serialize};
 pub enum ModelConfig {
     /// The MLP for low-dimensional data.
     Mlp(MlpConfig),
+    /// diffusers' `UNet2DModel` for images (its config.json keys).
+    Unet(UNet2DConfig),
 }
 
 impl ModelConfig {
@@ -25,6 +32,16 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         match self {
             ModelConfig::Mlp(c) => c.validate(),
+            ModelConfig::Unet(c) => {
+                c.validate()?;
+                if c.sample_size.is_none() {
+                    return Err(crate::Error::config(
+                        "model.sample_size",
+                        "a UNet run needs the image size (sample_size)",
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -32,6 +49,7 @@ impl ModelConfig {
     pub fn data_dim(&self) -> usize {
         match self {
             ModelConfig::Mlp(c) => c.data_dim,
+            ModelConfig::Unet(c) => unet_hw(c).iter().product::<usize>() * c.in_channels,
         }
     }
 
@@ -39,6 +57,7 @@ impl ModelConfig {
     pub fn output_dim(&self) -> usize {
         match self {
             ModelConfig::Mlp(c) => c.data_dim,
+            ModelConfig::Unet(c) => unet_hw(c).iter().product::<usize>() * c.out_channels,
         }
     }
 
@@ -46,6 +65,10 @@ impl ModelConfig {
     pub fn image_shape(&self) -> Option<[usize; 3]> {
         match self {
             ModelConfig::Mlp(_) => None,
+            ModelConfig::Unet(c) => {
+                let [h, w] = unet_hw(c);
+                Some([c.in_channels, h, w])
+            }
         }
     }
 
@@ -53,6 +76,8 @@ impl ModelConfig {
     pub fn num_classes(&self) -> Option<usize> {
         match self {
             ModelConfig::Mlp(_) => None,
+            // The last row of the class table is the null class (classifier-free guidance).
+            ModelConfig::Unet(c) => c.num_class_embeds.map(|k| k.saturating_sub(1)),
         }
     }
 
@@ -60,6 +85,7 @@ impl ModelConfig {
     pub fn as_mlp(&self) -> Option<&MlpConfig> {
         match self {
             ModelConfig::Mlp(c) => Some(c),
+            _ => None,
         }
     }
 
@@ -67,6 +93,12 @@ impl ModelConfig {
     pub fn slots(&self) -> Result<Vec<TensorSlot>> {
         match self {
             ModelConfig::Mlp(c) => Ok(mlp_slots(&MlpParams::init(c, 0)?)),
+            ModelConfig::Unet(c) => Ok(module_slots(&UNet2DModel::new(
+                c,
+                0,
+                &Device::default(),
+                DType::F32,
+            )?)),
         }
     }
 
@@ -80,6 +112,12 @@ impl ModelConfig {
                     values: p.values,
                 })
             }
+            ModelConfig::Unet(c) => Ok(module_params(&UNet2DModel::new(
+                c,
+                seed,
+                &Device::default(),
+                DType::F32,
+            )?)),
         }
     }
 
@@ -87,6 +125,7 @@ impl ModelConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             ModelConfig::Mlp(_) => "mlp",
+            ModelConfig::Unet(_) => "unet",
         }
     }
 
@@ -97,8 +136,22 @@ impl ModelConfig {
                 "MLP {} x {} (time embedding {})",
                 c.depth, c.hidden, c.time_embed_dim
             ),
+            ModelConfig::Unet(c) => format!(
+                "UNet {:?} x {} layers/block{}",
+                c.block_out_channels,
+                c.layers_per_block,
+                match c.num_class_embeds {
+                    Some(k) => format!(", {} classes + null", k - 1),
+                    None => String::new(),
+                }
+            ),
         }
     }
+}
+
+/// `[H, W]` of a UNet's samples (validated to be present).
+fn unet_hw(c: &UNet2DConfig) -> [usize; 2] {
+    c.sample_size.map_or([0, 0], |s| s.hw())
 }
 
 /// The MLP's checkpoint names (`time_embedding.linear_1.weight`, ...) over its flat layout.
@@ -110,6 +163,7 @@ fn mlp_slots(p: &MlpParams) -> Vec<TensorSlot> {
 #[derive(Debug, Clone)]
 pub enum Net {
     Mlp(Mlp),
+    Unet(UNet2DModel),
 }
 
 impl Net {
@@ -127,6 +181,18 @@ impl Net {
                     Ok(net)
                 }
             }
+            ModelConfig::Unet(c) => {
+                let template = UNet2DModel::new(c, 0, device, DType::F32)?;
+                Ok(Net::Unet(load_values(template, &params.values)?))
+            }
+        }
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        match self {
+            Net::Mlp(m) => m.devices()[0].clone(),
+            Net::Unet(m) => m.devices()[0].clone(),
         }
     }
 
@@ -134,6 +200,7 @@ impl Net {
     pub fn with_values(&self, values: &[f32]) -> Result<Net> {
         Ok(match self {
             Net::Mlp(m) => Net::Mlp(load_values(m.clone(), values)?),
+            Net::Unet(m) => Net::Unet(load_values(m.clone(), values)?),
         })
     }
 
@@ -141,6 +208,7 @@ impl Net {
     pub fn gradients(&self, grads: &Gradients) -> Vec<f32> {
         match self {
             Net::Mlp(m) => module_gradients(m, grads),
+            Net::Unet(m) => module_gradients(m, grads),
         }
     }
 }
@@ -149,6 +217,7 @@ impl Network for Net {
     fn forward(&self, x: Tensor<2>, t: &[f64], labels: Option<&[i64]>) -> Tensor<2> {
         match self {
             Net::Mlp(m) => m.forward(x, t, labels),
+            Net::Unet(m) => m.forward(x, t, labels),
         }
     }
 }
@@ -170,9 +239,7 @@ mod tests {
         });
         let p = cfg.init_params(3).unwrap();
         let net = Net::new(&cfg, &p, &Device::default()).unwrap();
-        #[allow(irrefutable_let_patterns)]
-        let Net::Mlp(m) = &net
-        else {
+        let Net::Mlp(m) = &net else {
             panic!("an MLP")
         };
         let from_module = module_params(m);

@@ -2,6 +2,8 @@
 //! - `model.safetensors`: the EMA weights under the plain parameter names
 //!   (`layers.0.weight`, ...) and the raw weights under `raw.<name>`; metadata `step`;
 //! - `config.json`: the [`RunConfig`];
+//! - for UNet runs, `unet/`: the EMA weights as a diffusers folder (`config.json` +
+//!   `diffusion_pytorch_model.safetensors`, PyTorch layout);
 //! - `train_state.safetensors`: AdamW moments (`adamw.m`, `adamw.v`) and, in the metadata,
 //!   the step, the AdamW update count, the RNG state and the loss history of t sampling.
 //!
@@ -25,6 +27,8 @@ use std::path::{Path, PathBuf};
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 pub const STATE_FILE: &str = "train_state.safetensors";
+/// The diffusers export of an image model's EMA weights inside a run directory.
+pub const DIFFUSERS_DIR: &str = "unet";
 
 /// Why a checkpoint could not be written or read; always names the file.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +170,18 @@ pub fn save_checkpoint(dir: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointEr
         ]),
     )?;
     atomic_write(&model_path, |f| f.write_all(&bytes))?;
+
+    // Image models also get a diffusers folder (config.json + diffusion_pytorch_model
+    // .safetensors of the EMA weights), loadable by diffusers' `from_pretrained`.
+    if let crate::nn::ModelConfig::Unet(_) = &ckpt.config.model {
+        let export = dir.join(DIFFUSERS_DIR);
+        crate::nn::Net::new(&ckpt.config.model, &ckpt.ema, &burn::tensor::Device::default())
+            .and_then(|net| match net {
+                crate::nn::Net::Unet(unet) => unet.save_diffusers_dir(&export),
+                _ => Ok(()),
+            })
+            .map_err(|e| invalid(&export, e.to_string()))?;
+    }
 
     let config_path = dir.join(CONFIG_FILE);
     let json = serde_json::to_string_pretty(&ckpt.config)

@@ -53,7 +53,7 @@ pub fn autodiff_grad(
     extra: Option<ExtraLoss>,
 ) -> crate::Result<BatchGrad> {
     let net = template.with_values(params)?;
-    let device = template_device(&net);
+    let device = net.device();
     let (n, d) = (batch.n, batch.dim);
     let tensor = |v: &[f32]| {
         Tensor::<2>::from_data(
@@ -94,12 +94,6 @@ pub fn autodiff_grad(
     })
 }
 
-fn template_device(net: &Net) -> burn::tensor::Device {
-    use burn::module::Module;
-    match net {
-        Net::Mlp(m) => m.devices()[0].clone(),
-    }
-}
 
 /// How many shards a batch is split into for the kernel's parallel forward/backward: a
 /// function of the batch size only (at most 256 rows per shard, at least 2 shards from 64 rows

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use burn::tensor::{DType, Device, Tensor};
-use diffuse::denoiser::{NetworkDenoiser, Parameterization};
+use diffuse::denoiser::{Denoiser, Guided, NetworkDenoiser, Parameterization};
 use diffuse::nn::{FlatParams, Net};
 use diffuse::rng::SampleRng;
 use diffuse::sample::grid::Spacing;
@@ -44,7 +44,7 @@ pub fn open(dir: &Path, raw: bool, device: &Device) -> anyhow::Result<Run> {
         net: Net::new(&config.model, &params, device)?,
         parameterization: Parameterization::Discrete {
             prediction: config.prediction,
-            learned_variance: false,
+            learned_variance: config.train.loss.learns_variance(),
         },
     };
     Ok(Run {
@@ -95,6 +95,29 @@ impl Run {
         seed: u64,
         callback: Callback,
     ) -> anyhow::Result<(Tensor<2>, usize)> {
+        self.draw_conditional(sampler, n, seed, None, callback)
+    }
+
+    /// [`Run::draw`] with class labels (one per sample, -1 for unconditional) and a
+    /// classifier-free guidance scale w (eps = eps_uncond + w (eps_cond - eps_uncond); w = 1 is
+    /// plain conditional sampling).
+    pub fn draw_conditional(
+        &self,
+        sampler: &SamplerChoice,
+        n: usize,
+        seed: u64,
+        cond: Option<(&[i64], f64)>,
+        callback: Callback,
+    ) -> anyhow::Result<(Tensor<2>, usize)> {
+        if let Some((labels, _)) = cond {
+            let classes = self.config.model.num_classes().unwrap_or(0);
+            if classes == 0 {
+                bail!("this run's model is unconditional: it takes no --class or --guidance");
+            }
+            if let Some(l) = labels.iter().find(|&&l| l < -1 || l >= classes as i64) {
+                bail!("class {l}: the model knows classes 0..{classes} (and -1, unconditional)");
+            }
+        }
         let SamplerChoice {
             name: sampler,
             steps,
@@ -105,6 +128,13 @@ impl Run {
         let d = self.config.model.data_dim();
         let device = Device::default();
         if SDE_SAMPLERS.contains(&sampler) {
+            if cond.is_some() {
+                bail!(
+                    "--class / --guidance apply to the discrete samplers; the SDE samplers ({}) \
+                     sample this model unconditionally",
+                    SDE_SAMPLERS.join(", ")
+                );
+            }
             let sde_cfg = self.sde_config();
             let sde = sde_cfg.build();
             let chosen = SdeSampler::from_name(sampler, steps, &sde_cfg)?;
@@ -129,9 +159,21 @@ impl Run {
             );
         }
         let cfg = sampler_config(sampler, steps, eta, spacing.as_deref())?;
+        let guided;
+        let (denoiser, labels): (&dyn Denoiser, Option<&[i64]>) = match cond {
+            Some((labels, w)) if w != 1.0 => {
+                guided = Guided {
+                    inner: &self.denoiser,
+                    guidance_scale: w,
+                };
+                (&guided, Some(labels))
+            }
+            Some((labels, _)) => (&self.denoiser, Some(labels)),
+            None => (&self.denoiser, None),
+        };
         let x = sample(
             &cfg,
-            &self.denoiser,
+            denoiser,
             &self.schedule,
             n,
             d,
@@ -139,7 +181,7 @@ impl Run {
             DType::F32,
             seed,
             0,
-            None,
+            labels,
             callback,
         )
         .with_context(|| format!("sampling with {sampler}"))?;

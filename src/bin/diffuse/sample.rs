@@ -1,14 +1,16 @@
-//! `diffuse sample`: draws points from a trained run with any registered sampler; writes a
-//! scatter plot beside fresh data, the points (CSV and/or NPY), and optionally the trajectory.
+//! `diffuse sample`: draws from a trained run with any registered sampler. Points: a scatter
+//! plot beside fresh data, the points (CSV and/or NPY), optionally the trajectory. Images: a
+//! PNG grid (one row per class for conditional models), optionally the raw images as .npy and a
+//! strip of x_t and x0_hat at several noise levels.
 
 use crate::run_dir::{open, SamplerChoice};
 use anyhow::Context;
 use burn::tensor::Device;
-use diffuse::data::file::write_points;
+use diffuse::data::file::{npy_bytes_shaped, write_points};
 use diffuse::data::{DataSpec, PointSet};
 use diffuse::sample::StepInfo;
 use diffuse::tensor::to_vec;
-use diffuse::viz::scatter_panels;
+use diffuse::viz::{image_grid, scatter_panels};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -35,11 +37,97 @@ pub struct Args {
     /// Use the raw weights instead of the EMA.
     #[arg(long)]
     raw: bool,
+    /// Images of a class-conditional model: draw only this class (default: every class in
+    /// turn, one grid row each).
+    #[arg(long)]
+    class: Option<i64>,
+    /// Classifier-free guidance scale w (1 = plain conditional, 0 = unconditional).
+    #[arg(long, default_value_t = 1.0)]
+    guidance: f64,
+    /// Images: also write the raw samples, [N, C, H, W] in [-1, 1], to this .npy file.
+    #[arg(long)]
+    npy: Option<PathBuf>,
+}
+
+/// The labels of `n` samples: `class` for all, or classes 0..k in turn (None: unconditional).
+pub fn sample_labels(class: Option<i64>, classes: Option<usize>, n: usize) -> Option<Vec<i64>> {
+    match (class, classes) {
+        (Some(c), _) => Some(vec![c; n]),
+        (None, Some(k)) if k > 0 => Some((0..n).map(|i| (i % k) as i64).collect()),
+        _ => None,
+    }
+}
+
+fn run_images(args: &Args, run: &crate::run_dir::Run, shape: [usize; 3]) -> anyhow::Result<()> {
+    let classes = run.config.model.num_classes();
+    let labels = sample_labels(args.class, classes, args.n);
+    let mut snapshots: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
+    let keep = args.sampler.steps.div_ceil(6).max(1);
+    let per = shape.iter().product::<usize>();
+    let show = args.n.min(4);
+    let mut record = |info: &StepInfo| {
+        if info.step % keep == 0 || info.step + 1 == info.steps {
+            let x = to_vec(info.x);
+            let x0 = to_vec(info.x0_hat);
+            snapshots.push((x[..show * per].to_vec(), x0[..show * per].to_vec()));
+        }
+    };
+    let callback: diffuse::sample::Callback = if args.trajectory.is_some() {
+        Some(&mut record)
+    } else {
+        None
+    };
+    let cond = labels.as_deref().map(|l| (l, args.guidance));
+    let (x, nfe) = run.draw_conditional(&args.sampler, args.n, args.seed, cond, callback)?;
+    eprintln!(
+        "{} images with {} ({nfe} network calls)",
+        args.n, args.sampler.name
+    );
+    let images = to_vec(&x);
+    let cols = match (args.class, classes) {
+        (None, Some(k)) if k > 0 => k,
+        _ => (args.n as f64).sqrt().ceil() as usize,
+    };
+    image_grid(&args.out, &images, shape, cols, 2)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("wrote {}", args.out.display());
+    if let Some(path) = &args.npy {
+        let [c, h, w] = shape;
+        std::fs::write(path, npy_bytes_shaped(&images, &[args.n, c, h, w]))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.trajectory {
+        // Rows: for each shown sample, x_t at the kept steps, then x0_hat at the same steps.
+        let mut strip = Vec::new();
+        for j in 0..show {
+            for (x, _) in &snapshots {
+                strip.extend_from_slice(&x[j * per..(j + 1) * per]);
+            }
+            for (_, x0) in &snapshots {
+                strip.extend_from_slice(&x0[j * per..(j + 1) * per]);
+            }
+        }
+        image_grid(path, &strip, shape, snapshots.len(), 2)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "wrote {} (x_t rows, then x0_hat rows, at {} noise levels)",
+            path.display(),
+            snapshots.len()
+        );
+    }
+    Ok(())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::default();
     let run = open(&args.run, args.raw, &device)?;
+    if let Some(shape) = run.config.model.image_shape() {
+        return run_images(&args, &run, shape);
+    }
+    if args.class.is_some() || args.npy.is_some() {
+        anyhow::bail!("--class and --npy apply to image runs; this run models points");
+    }
     let d = run.config.model.data_dim();
     let mut snapshots: Vec<(String, Vec<f64>)> = Vec::new();
     let keep: Vec<usize> = (0..4).map(|k| k * args.sampler.steps / 4).collect();
@@ -102,7 +190,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .map(|(v, (m, s))| v * s + m)
             })
             .collect(),
-        DataSpec::Toy { .. } => points,
+        _ => points,
     };
     let set = PointSet { dim: d, values };
     let files = if args.points.is_empty() {

@@ -1,9 +1,10 @@
-//! `diffuse train`: trains the MLP denoiser on a toy set or a point file and writes a run
-//! directory (checkpoints, metrics.jsonl, loss.png).
+//! `diffuse train`: trains a denoiser (the MLP on a toy set or a point file, a UNet on images)
+//! and writes a run directory (checkpoints, metrics.jsonl, loss.png).
 
 use anyhow::{bail, Context};
 use diffuse::data::DataSpec;
 use diffuse::loss::{LossWeighting, TimestepSampling};
+use diffuse::nn::unet::{SampleSize, UNet2DConfig};
 use diffuse::nn::{MlpConfig, ModelConfig};
 use diffuse::prediction::PredictionType;
 use diffuse::schedule::{BetaSchedule, ScheduleConfig};
@@ -15,10 +16,44 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// moons | swiss_roll | 8gaussians | 25gaussians | checkerboard | mixture, or a .csv/.npy file
-    /// of N x D points.
+    /// moons | swiss_roll | 8gaussians | 25gaussians | checkerboard | mixture, a .csv/.npy file
+    /// of N x D points; or images: fashion-mnist, fashion-mnist:DIR, a folder with IDX files,
+    /// a *-idx3-ubyte[.gz] file, or a folder of PNGs (one subfolder per class gives labels).
     #[arg(long, default_value = "moons")]
     data: String,
+    /// mlp | unet (default: mlp for points, unet for images).
+    #[arg(long)]
+    model: Option<String>,
+    /// A diffusers-style UNet2DModel config.json (overrides the UNet flags below).
+    #[arg(long)]
+    model_config: Option<PathBuf>,
+    /// UNet: channels of each resolution level.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,64")]
+    block_out_channels: Vec<usize>,
+    /// UNet: resnet blocks per level.
+    #[arg(long, default_value_t = 1)]
+    layers_per_block: usize,
+    /// UNet: levels (0-based) with self-attention; the mid block always has it.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    attention_levels: Vec<usize>,
+    /// UNet: GroupNorm groups.
+    #[arg(long, default_value_t = 8)]
+    norm_groups: usize,
+    /// Train without class labels even when the data has them.
+    #[arg(long)]
+    unconditional: bool,
+    /// Probability of replacing a label by the null class (classifier-free guidance).
+    #[arg(long, default_value_t = 0.1)]
+    label_dropout: f64,
+    /// Random horizontal flips of training images.
+    #[arg(long)]
+    hflip: bool,
+    /// lambda of the hybrid loss (--loss hybrid).
+    #[arg(long, default_value_t = diffuse::loss::HYBRID_LAMBDA)]
+    lambda: f64,
+    /// Train through burn autodiff even for the MLP (which otherwise uses its fused kernel).
+    #[arg(long)]
+    autodiff: bool,
     /// Total optimisation steps.
     #[arg(long, default_value_t = 5000)]
     steps: u64,
@@ -28,11 +63,12 @@ pub struct Args {
     /// Continue the run in --out from its checkpoint (--steps sets the new total).
     #[arg(long)]
     resume: bool,
-    #[arg(long, default_value_t = 512)]
-    batch_size: usize,
-    /// Peak learning rate (AdamW).
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f64,
+    /// Batch size (default: 512 for points, 64 for images).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate of AdamW (default: 1e-3 for the MLP, 5e-4 for the UNet).
+    #[arg(long)]
+    lr: Option<f64>,
     #[arg(long, default_value_t = 100)]
     warmup: u64,
     #[arg(long, default_value_t = 0.01)]
@@ -57,7 +93,7 @@ pub struct Args {
     /// Number of diffusion timesteps T.
     #[arg(long, default_value_t = 1000)]
     timesteps: usize,
-    /// Loss weighting: simple | vlb | min-snr.
+    /// Loss weighting: simple | vlb | min-snr | hybrid (learned variance, images).
     #[arg(long, default_value = "simple")]
     loss: String,
     /// gamma of min-SNR-gamma.
@@ -82,9 +118,19 @@ pub struct Args {
 
 fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
     let data = DataSpec::from_arg(&args.data).with_context(|| format!("--data {}", args.data))?;
-    let data_dim = match &data {
-        DataSpec::Toy { name } => name.dim(),
-        DataSpec::File { mean, .. } => mean.len(),
+    let data = match data {
+        DataSpec::Images {
+            source,
+            shape,
+            num_classes,
+            ..
+        } => DataSpec::Images {
+            source,
+            shape,
+            num_classes,
+            hflip: args.hflip,
+        },
+        other => other,
     };
     let Some(prediction) = PredictionType::from_name(&args.prediction) else {
         bail!("--prediction {:?}: expected eps, x0 or v", args.prediction);
@@ -101,14 +147,13 @@ fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
             variance: VarianceType::FixedSmall,
         },
         "min-snr" => LossWeighting::MinSnr { gamma: args.gamma },
-        other => bail!("--loss {other:?}: expected simple, vlb or min-snr"),
+        "hybrid" => LossWeighting::Hybrid { lambda: args.lambda },
+        other => bail!("--loss {other:?}: expected simple, vlb, min-snr or hybrid"),
     };
+    let model = model_config(args, &data, loss.learns_variance())?;
+    let is_unet = matches!(model, ModelConfig::Unet(_));
     let config = RunConfig {
-        model: ModelConfig::Mlp(MlpConfig {
-            hidden: args.hidden,
-            depth: args.depth,
-            ..MlpConfig::new(data_dim)
-        }),
+        model,
         schedule: ScheduleConfig {
             beta_schedule,
             num_train_timesteps: args.timesteps,
@@ -118,8 +163,10 @@ fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
         data,
         train: TrainConfig {
             steps: args.steps,
-            batch_size: args.batch_size,
-            lr: args.lr,
+            batch_size: args.batch_size.unwrap_or(if is_unet { 64 } else { 512 }),
+            lr: args.lr.unwrap_or(if is_unet { 5e-4 } else { 1e-3 }),
+            label_dropout: args.label_dropout,
+            autodiff: args.autodiff,
             warmup_steps: args.warmup,
             weight_decay: args.weight_decay,
             grad_clip: args.grad_clip,
@@ -143,6 +190,74 @@ fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
     };
     config.validate().context("invalid training options")?;
     Ok(config)
+}
+
+/// The network: the MLP for points; for images a UNet from `--model-config` or the flags
+/// (class-conditional with one extra null class when the data has labels).
+fn model_config(args: &Args, data: &DataSpec, learned_variance: bool) -> anyhow::Result<ModelConfig> {
+    let image = data.image_shape();
+    let kind = args
+        .model
+        .clone()
+        .unwrap_or_else(|| if image.is_some() { "unet" } else { "mlp" }.into());
+    match kind.as_str() {
+        "mlp" => Ok(ModelConfig::Mlp(MlpConfig {
+            hidden: args.hidden,
+            depth: args.depth,
+            ..MlpConfig::new(data.dim())
+        })),
+        "unet" => {
+            let Some([c, h, w]) = image else {
+                bail!("--model unet needs image data (--data fashion-mnist, an IDX file or a PNG folder)");
+            };
+            let mut cfg = match &args.model_config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("--model-config {}", path.display()))?;
+                    UNet2DConfig::from_json_str(&text)
+                        .with_context(|| format!("--model-config {}", path.display()))?
+                }
+                None => unet_from_flags(args)?,
+            };
+            cfg.sample_size = Some(if h == w {
+                SampleSize::Square(h)
+            } else {
+                SampleSize::Rect([h, w])
+            });
+            cfg.in_channels = c;
+            cfg.out_channels = if learned_variance { 2 * c } else { c };
+            let classes = data.num_classes();
+            cfg.num_class_embeds = (classes > 0 && !args.unconditional).then_some(classes + 1);
+            Ok(ModelConfig::Unet(cfg))
+        }
+        other => bail!("--model {other:?}: expected mlp or unet"),
+    }
+}
+
+fn unet_from_flags(args: &Args) -> anyhow::Result<UNet2DConfig> {
+    use diffuse::nn::unet::config::{DownBlockType, UpBlockType};
+    let levels = args.block_out_channels.len();
+    if levels == 0 {
+        bail!("--block-out-channels: give at least one level");
+    }
+    if let Some(&l) = args.attention_levels.iter().find(|&&l| l >= levels) {
+        bail!("--attention-levels {l}: the UNet has levels 0..{levels}");
+    }
+    let attn = |l: usize| args.attention_levels.contains(&l);
+    Ok(UNet2DConfig {
+        down_block_types: (0..levels)
+            .map(|l| if attn(l) { DownBlockType::AttnDownBlock2D } else { DownBlockType::DownBlock2D })
+            .collect(),
+        up_block_types: (0..levels)
+            .rev()
+            .map(|l| if attn(l) { UpBlockType::AttnUpBlock2D } else { UpBlockType::UpBlock2D })
+            .collect(),
+        block_out_channels: args.block_out_channels.clone(),
+        layers_per_block: args.layers_per_block,
+        norm_num_groups: args.norm_groups,
+        attention_head_dim: Some(32),
+        ..UNet2DConfig::default()
+    })
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

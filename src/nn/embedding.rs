@@ -15,14 +15,38 @@ pub fn sinusoidal_embedding(t: &[f64], dim: usize) -> Vec<f64> {
         dim >= 2 && dim.is_multiple_of(2),
         "embedding dim must be even, got {dim}"
     );
+    sinusoidal_embedding_with(t, dim, false, 0.0)
+}
+
+/// diffusers' `Timesteps(dim, flip_sin_to_cos, downscale_freq_shift)` convention: the
+/// frequencies are `f_j = exp(-ln(max_period) j / (half - freq_shift))`, the halves are
+/// `[cos, sin]` when `flip_sin_to_cos`, and an odd `dim` gets one trailing zero column.
+/// `(false, 0.0)` is [`sinusoidal_embedding`]. diffusers evaluates this in float32; here it is
+/// float64 (the two differ by about `|t f_j| 2^-24` in the argument).
+pub fn sinusoidal_embedding_with(
+    t: &[f64],
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+) -> Vec<f64> {
     let half = dim / 2;
     let freqs: Vec<f64> = (0..half)
-        .map(|j| (-(MAX_PERIOD.ln()) * j as f64 / half as f64).exp())
+        .map(|j| (-(MAX_PERIOD.ln()) * j as f64 / (half as f64 - freq_shift)).exp())
         .collect();
     let mut out = Vec::with_capacity(t.len() * dim);
     for &ti in t {
-        out.extend(freqs.iter().map(|f| (ti * f).sin()));
-        out.extend(freqs.iter().map(|f| (ti * f).cos()));
+        let sin = freqs.iter().map(|f| (ti * f).sin());
+        let cos = freqs.iter().map(|f| (ti * f).cos());
+        if flip_sin_to_cos {
+            out.extend(cos);
+            out.extend(sin);
+        } else {
+            out.extend(sin);
+            out.extend(cos);
+        }
+        if dim % 2 == 1 {
+            out.push(0.0);
+        }
     }
     out
 }
@@ -47,6 +71,26 @@ mod tests {
         let f_last = 10_000f64.powf(-3.0 / 4.0);
         assert!((e[11] - (3.0 * f_last).sin()).abs() < 1e-12);
         assert!((e[15] - (3.0 * f_last).cos()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn flip_and_shift_follow_diffusers_timesteps() {
+        // flip swaps the halves; freq_shift = 1 makes the last frequency exactly 1/max_period
+        // (exponent -ln(P) (half-1)/(half-1)); an odd dim appends a zero. Exact float64
+        // identities up to one rounding of exp/sin/cos: tolerance 1e-12.
+        let plain = sinusoidal_embedding_with(&[3.0], 8, false, 0.0);
+        assert_eq!(plain, sinusoidal_embedding(&[3.0], 8));
+        let flipped = sinusoidal_embedding_with(&[3.0], 8, true, 0.0);
+        assert_eq!(&flipped[..4], &plain[4..]);
+        assert_eq!(&flipped[4..], &plain[..4]);
+        let shifted = sinusoidal_embedding_with(&[3.0], 8, false, 1.0);
+        assert!((shifted[3] - (3.0 / MAX_PERIOD).sin()).abs() < 1e-12);
+        assert!((shifted[7] - (3.0 / MAX_PERIOD).cos()).abs() < 1e-12);
+        let odd = sinusoidal_embedding_with(&[3.0, 4.0], 9, true, 0.0);
+        assert_eq!(odd.len(), 18);
+        assert_eq!(odd[8], 0.0);
+        assert_eq!(odd[17], 0.0);
+        assert!((odd[0] - 3.0f64.cos()).abs() < 1e-12);
     }
 
     #[test]

@@ -337,3 +337,118 @@ fn score_sde_train_sample_eval_nll_end_to_end() {
         "{err}"
     );
 }
+
+/// Runs `diffuse` expecting failure; returns its output.
+fn diffuse_fails(args: &[&str], cwd: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success(), "diffuse {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn image_train_sample_with_class_and_guidance() {
+    // A class-conditional UNet on the committed Fashion-MNIST slice: train 4 steps, then a
+    // class grid with guidance, the raw .npy and the trajectory strip. PNG sizes follow from
+    // the grid layout (28 px x zoom 2 + 2 px gaps).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fashion-mnist");
+    diffuse(
+        &[
+            "train",
+            "--data",
+            fixture.to_str().unwrap(),
+            "--steps",
+            "4",
+            "--block-out-channels",
+            "8,16",
+            "--norm-groups",
+            "4",
+            "--batch-size",
+            "4",
+            "--out",
+            "img",
+            "--quiet",
+        ],
+        d,
+    );
+    assert!(d.join("img/unet/config.json").exists());
+    let unet: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("img/unet/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(unet["num_class_embeds"], 11, "10 classes + the null class");
+    let out = diffuse(
+        &[
+            "sample",
+            "--run",
+            "img",
+            "--sampler",
+            "ddim",
+            "--steps",
+            "3",
+            "--n",
+            "20",
+            "--out",
+            "grid.png",
+            "--npy",
+            "s.npy",
+            "--trajectory",
+            "traj.png",
+            "--guidance",
+            "2",
+        ],
+        d,
+    );
+    assert!(out.contains("20 images"), "{out}");
+    let grid = image::open(d.join("grid.png")).unwrap();
+    // 10 columns (one per class), 2 rows.
+    assert_eq!((grid.width(), grid.height()), (10 * 58 + 2, 2 * 58 + 2));
+    let npy = std::fs::read(d.join("s.npy")).unwrap();
+    let header = String::from_utf8_lossy(&npy[10..128]);
+    assert!(header.contains("(20, 1, 28, 28)"), "{header}");
+    assert!(d.join("traj.png").exists());
+    diffuse(
+        &[
+            "sample",
+            "--run",
+            "img",
+            "--steps",
+            "2",
+            "--n",
+            "3",
+            "--class",
+            "7",
+            "--out",
+            "seven.png",
+        ],
+        d,
+    );
+    let err = diffuse_fails(
+        &[
+            "sample", "--run", "img", "--n", "2", "--class", "10", "--out", "x.png",
+        ],
+        d,
+    );
+    assert!(err.contains("class 10") && err.contains("0..10"), "{err}");
+    let err = diffuse_fails(
+        &[
+            "sample",
+            "--run",
+            "img",
+            "--sampler",
+            "em",
+            "--n",
+            "2",
+            "--class",
+            "1",
+            "--out",
+            "x.png",
+        ],
+        d,
+    );
+    assert!(err.contains("SDE samplers"), "{err}");
+}

@@ -239,9 +239,7 @@ mod tests {
         });
         let p = cfg.init_params(3).unwrap();
         let net = Net::new(&cfg, &p, &Device::default()).unwrap();
-        let Net::Mlp(m) = &net else {
-            panic!("an MLP")
-        };
+        let Net::Mlp(m) = &net else { panic!("an MLP") };
         let from_module = module_params(m);
         assert_eq!(from_module.values, p.values);
         let shapes: Vec<_> = from_module.slots.iter().map(|s| s.shape.clone()).collect();

@@ -175,12 +175,16 @@ pub fn save_checkpoint(dir: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointEr
     // .safetensors of the EMA weights), loadable by diffusers' `from_pretrained`.
     if let crate::nn::ModelConfig::Unet(_) = &ckpt.config.model {
         let export = dir.join(DIFFUSERS_DIR);
-        crate::nn::Net::new(&ckpt.config.model, &ckpt.ema, &burn::tensor::Device::default())
-            .and_then(|net| match net {
-                crate::nn::Net::Unet(unet) => unet.save_diffusers_dir(&export),
-                _ => Ok(()),
-            })
-            .map_err(|e| invalid(&export, e.to_string()))?;
+        crate::nn::Net::new(
+            &ckpt.config.model,
+            &ckpt.ema,
+            &burn::tensor::Device::default(),
+        )
+        .and_then(|net| match net {
+            crate::nn::Net::Unet(unet) => unet.save_diffusers_dir(&export),
+            _ => Ok(()),
+        })
+        .map_err(|e| invalid(&export, e.to_string()))?;
     }
 
     let config_path = dir.join(CONFIG_FILE);

@@ -94,7 +94,6 @@ pub fn autodiff_grad(
     })
 }
 
-
 /// How many shards a batch is split into for the kernel's parallel forward/backward: a
 /// function of the batch size only (at most 256 rows per shard, at least 2 shards from 64 rows
 /// on), so the summation order, and with it every result, is the same on any number of threads.

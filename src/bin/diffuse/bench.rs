@@ -1,7 +1,10 @@
 //! `diffuse bench train-mlp`: milliseconds per training step (forward + backward + AdamW) of
 //! the default MLP (3 x 256, time embedding 64) on 2-D data, at each batch size; the same step
-//! through burn's generic autodiff + burn's AdamW for comparison (`--burn`). Prints one JSON
-//! line per measurement (bench/train_mlp.sh puts PyTorch beside it).
+//! through burn's generic autodiff + burn's AdamW for comparison (`--burn`).
+//! `diffuse bench train-unet`: one inference forward and one training step of a UNet (default:
+//! the Fashion-MNIST UNet of `diffuse train`, or `--config` a diffusers config.json) at batch 64,
+//! with peak RSS and where the step's time goes. Prints one JSON line per measurement
+//! (bench/train_mlp.sh and bench/train_unet.sh put PyTorch beside it).
 
 use anyhow::bail;
 use burn::optim::{AdamWConfig, GradientsParams};
@@ -25,6 +28,12 @@ pub struct Args {
     /// Also time the same step through burn autodiff and burn's AdamW.
     #[arg(long)]
     burn: bool,
+    /// train-unet: a diffusers UNet2DModel config.json (default: diffuse's Fashion-MNIST UNet).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// train-unet: images to train on (only their shape and labels matter for timing).
+    #[arg(long, default_value = "tests/fixtures/fashion-mnist")]
+    data: String,
 }
 
 /// Runs `step` for about `seconds` after a warm-up; returns ms per step.
@@ -60,8 +69,19 @@ fn config(batch: usize) -> RunConfig {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.what == "train-unet" {
+        return crate::bench_unet::run(
+            &args.data,
+            args.config.as_deref(),
+            &args.batches,
+            args.seconds,
+        );
+    }
     if args.what != "train-mlp" {
-        bail!("unknown benchmark {:?}: expected train-mlp", args.what);
+        bail!(
+            "unknown benchmark {:?}: expected train-mlp or train-unet",
+            args.what
+        );
     }
     let threads = rayon::current_num_threads();
     for &batch in &args.batches {

@@ -1,6 +1,7 @@
 //! The `diffuse` command: one file per subcommand.
 
 mod bench;
+mod bench_unet;
 mod eval;
 mod run_dir;
 mod sample;
@@ -31,7 +32,7 @@ enum Command {
     /// Sliced Wasserstein and MMD against fresh data, next to the data-vs-data floor; --nll adds
     /// the PF-ODE negative log-likelihood.
     Eval(eval::Args),
-    /// Time the training step (`diffuse bench train-mlp`).
+    /// Time the training step (`diffuse bench train-mlp`, `diffuse bench train-unet`).
     Bench(bench::Args),
 }
 

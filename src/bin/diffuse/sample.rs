@@ -59,7 +59,13 @@ pub fn sample_labels(class: Option<i64>, classes: Option<usize>, n: usize) -> Op
 }
 
 fn run_images(args: &Args, run: &crate::run_dir::Run, shape: [usize; 3]) -> anyhow::Result<()> {
-    let classes = run.config.model.num_classes();
+    let sde = crate::run_dir::SDE_SAMPLERS.contains(&args.sampler.name.as_str());
+    // The SDE samplers draw unconditionally unless a class is asked for (which they refuse).
+    let classes = run
+        .config
+        .model
+        .num_classes()
+        .filter(|_| !sde || args.class.is_some());
     let labels = sample_labels(args.class, classes, args.n);
     let mut snapshots: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
     let keep = args.sampler.steps.div_ceil(6).max(1);

@@ -147,7 +147,9 @@ fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
             variance: VarianceType::FixedSmall,
         },
         "min-snr" => LossWeighting::MinSnr { gamma: args.gamma },
-        "hybrid" => LossWeighting::Hybrid { lambda: args.lambda },
+        "hybrid" => LossWeighting::Hybrid {
+            lambda: args.lambda,
+        },
         other => bail!("--loss {other:?}: expected simple, vlb, min-snr or hybrid"),
     };
     let model = model_config(args, &data, loss.learns_variance())?;
@@ -194,7 +196,11 @@ fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
 
 /// The network: the MLP for points; for images a UNet from `--model-config` or the flags
 /// (class-conditional with one extra null class when the data has labels).
-fn model_config(args: &Args, data: &DataSpec, learned_variance: bool) -> anyhow::Result<ModelConfig> {
+fn model_config(
+    args: &Args,
+    data: &DataSpec,
+    learned_variance: bool,
+) -> anyhow::Result<ModelConfig> {
     let image = data.image_shape();
     let kind = args
         .model
@@ -244,18 +250,36 @@ fn unet_from_flags(args: &Args) -> anyhow::Result<UNet2DConfig> {
         bail!("--attention-levels {l}: the UNet has levels 0..{levels}");
     }
     let attn = |l: usize| args.attention_levels.contains(&l);
+    let attn_width = (0..levels)
+        .filter(|&l| attn(l) || l + 1 == levels)
+        .map(|l| args.block_out_channels[l])
+        .min()
+        .unwrap_or(32);
     Ok(UNet2DConfig {
         down_block_types: (0..levels)
-            .map(|l| if attn(l) { DownBlockType::AttnDownBlock2D } else { DownBlockType::DownBlock2D })
+            .map(|l| {
+                if attn(l) {
+                    DownBlockType::AttnDownBlock2D
+                } else {
+                    DownBlockType::DownBlock2D
+                }
+            })
             .collect(),
         up_block_types: (0..levels)
             .rev()
-            .map(|l| if attn(l) { UpBlockType::AttnUpBlock2D } else { UpBlockType::UpBlock2D })
+            .map(|l| {
+                if attn(l) {
+                    UpBlockType::AttnUpBlock2D
+                } else {
+                    UpBlockType::UpBlock2D
+                }
+            })
             .collect(),
         block_out_channels: args.block_out_channels.clone(),
         layers_per_block: args.layers_per_block,
         norm_num_groups: args.norm_groups,
-        attention_head_dim: Some(32),
+        // Heads of 32 channels where the attention levels (and the mid block) are that wide.
+        attention_head_dim: Some(attn_width.min(32)),
         ..UNet2DConfig::default()
     })
 }

@@ -22,12 +22,13 @@ pub struct Args {
     run: PathBuf,
     #[command(flatten)]
     sampler: SamplerChoice,
-    /// Samples per seed (and size of the fresh data sets).
-    #[arg(long, default_value_t = 4000)]
-    n: usize,
-    /// Number of seeds.
-    #[arg(long, default_value_t = 5)]
-    seeds: u64,
+    /// Samples per seed (and size of the fresh data sets); default 4000 for points, 500 for
+    /// images.
+    #[arg(long)]
+    n: Option<usize>,
+    /// Number of seeds (default 5 for points, 3 for images).
+    #[arg(long)]
+    seeds: Option<u64>,
     /// First seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -44,11 +45,37 @@ pub struct Args {
     /// Data points for --nll.
     #[arg(long, default_value_t = 500)]
     nll_points: usize,
+    /// Images: classifier-free guidance scale of the class-conditional samples.
+    #[arg(long, default_value_t = 1.0)]
+    guidance: f64,
+    /// Images: the feature classifier's folder (trained there on first use; default
+    /// runs/classifier-<data>).
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// Images: test images for bits/dim (0 skips it).
+    #[arg(long, default_value_t = 32)]
+    bpd_images: usize,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::default();
     let run = open(&args.run, args.raw, &device)?;
+    if run.config.model.image_shape().is_some() {
+        return crate::eval_images::run(
+            &run,
+            &crate::eval_images::ImageEvalArgs {
+                run_dir: &args.run,
+                sampler: &args.sampler,
+                n: args.n.unwrap_or(500),
+                seeds: args.seeds.unwrap_or(3),
+                seed: args.seed,
+                guidance: args.guidance,
+                classifier: args.classifier.clone(),
+                bpd_images: args.bpd_images,
+            },
+        );
+    }
+    let (n, seeds) = (args.n.unwrap_or(4000), args.seeds.unwrap_or(5));
     let choice = &args.sampler;
     let sampler = match SDE_SAMPLERS.contains(&choice.name.as_str()) {
         // The registry config only labels discrete runs; SDE samplers are drawn by name.
@@ -62,8 +89,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let opts = EvalOptions {
         sampler,
-        n: args.n,
-        num_seeds: args.seeds,
+        n,
+        num_seeds: seeds,
         seed: args.seed,
         bandwidth_fractions: vec![0.25, 0.5, 1.0],
         mixture_loglik: run.config.data
@@ -74,7 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let data = run.config.data.open()?;
     let draw = |seed: u64| -> diffuse::Result<Vec<f64>> {
         let (x, _) = run
-            .draw(choice, args.n, seed, None)
+            .draw(choice, n, seed, None)
             .map_err(|e| diffuse::Error::config("sampler", format!("{e:#}")))?;
         Ok(to_vec(&x))
     };

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_unet;
 mod eval;
+mod eval_images;
 mod run_dir;
 mod sample;
 mod schedule;

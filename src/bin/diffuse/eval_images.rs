@@ -123,7 +123,10 @@ pub fn run(run: &Run, args: &ImageEvalArgs) -> anyhow::Result<()> {
         );
     }
     let dir = args.classifier.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(format!("classifier-{}", run.config.data.name().replace(['/', ':'], "_")))
+        PathBuf::from("runs").join(format!(
+            "classifier-{}",
+            run.config.data.name().replace(['/', ':'], "_")
+        ))
     });
     let clf = classifier(&dir, &train, &device)?;
     let test_all: Vec<usize> = (0..test.len()).collect();
@@ -168,7 +171,12 @@ pub fn run(run: &Run, args: &ImageEvalArgs) -> anyhow::Result<()> {
         args.seed + args.seeds
     );
     if let Some(acc) = test_acc {
-        println!("feature classifier ({}): test accuracy {:.4} on {} images", dir.display(), acc, test.len());
+        println!(
+            "feature classifier ({}): test accuracy {:.4} on {} images",
+            dir.display(),
+            acc,
+            test.len()
+        );
     }
     println!(
         "Fréchet distance in the classifier's {f}-d features (not FID): {fd_m:.3} ± {fd_ci:.3}; floor (held-out train vs test, same n): {fl_m:.3} ± {fl_ci:.3}"
@@ -228,7 +236,13 @@ fn bits_per_dim_line(
             let x = from_rows(x0, m, d, &Device::default(), DType::F32);
             let mut noise = SampleRng::new(args.seed, 0, m);
             let terms = vlb(&run.denoiser, &run.schedule, variance, &x, &mut noise);
-            (terms.bits_per_dim(), format!("discrete VLB, {variance:?} variance, T = {}", run.schedule.len()))
+            (
+                terms.bits_per_dim(),
+                format!(
+                    "discrete VLB, {variance:?} variance, T = {}",
+                    run.schedule.len()
+                ),
+            )
         }
         Some(_) => {
             let device = Device::default().autodiff();
@@ -248,8 +262,15 @@ fn bits_per_dim_line(
             let like = run.with_score(&net, &*sde, |score| {
                 pf_ode_log_likelihood(&*sde, score, &x, &divergence, &OdeOptions::default())
             });
-            let bpd = like.log_p.iter().map(|&l| bits_per_dim(l, d, true)).collect();
-            (bpd, format!("PF-ODE, Hutchinson x1, NFE {}", like.stats.nfe))
+            let bpd = like
+                .log_p
+                .iter()
+                .map(|&l| bits_per_dim(l, d, true))
+                .collect();
+            (
+                bpd,
+                format!("PF-ODE, Hutchinson x1, NFE {}", like.stats.nfe),
+            )
         }
     };
     let (mean, ci) = mean_ci95(&bpd);

@@ -116,7 +116,7 @@ pub fn image_grid(
     );
     let per = c * h * w;
     anyhow::ensure!(
-        per > 0 && images.len() % per == 0,
+        per > 0 && images.len().is_multiple_of(per),
         "image data is not [N, {c}, {h}, {w}]"
     );
     let n = images.len() / per;

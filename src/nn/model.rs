@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 /// Which network a run trains, with its shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // One per run: boxing would buy nothing.
 pub enum ModelConfig {
     /// The MLP for low-dimensional data.
     Mlp(MlpConfig),
@@ -161,6 +162,7 @@ fn mlp_slots(p: &MlpParams) -> Vec<TensorSlot> {
 
 /// A network of any kind as a burn module on some device.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // A handful per process.
 pub enum Net {
     Mlp(Mlp),
     Unet(UNet2DModel),

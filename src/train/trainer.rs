@@ -61,6 +61,7 @@ pub struct StepStats {
 }
 
 /// How a step computes its gradient.
+#[allow(clippy::large_enum_variant)] // One per trainer.
 enum Engine {
     /// The 2-D MLP's fused float32 kernel; `mlp` holds the layout (its values are swapped with
     /// the trainer's during a step) and `emb_table` the embedding of every integer timestep.

@@ -72,7 +72,7 @@ fn run_images(args: &Args, run: &crate::run_dir::Run, shape: [usize; 3]) -> anyh
     let per = shape.iter().product::<usize>();
     let show = args.n.min(4);
     let mut record = |info: &StepInfo| {
-        if info.step % keep == 0 || info.step + 1 == info.steps {
+        if info.step.is_multiple_of(keep) || info.step + 1 == info.steps {
             let x = to_vec(info.x);
             let x0 = to_vec(info.x0_hat);
             snapshots.push((x[..show * per].to_vec(), x0[..show * per].to_vec()));

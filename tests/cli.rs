@@ -452,3 +452,50 @@ fn image_train_sample_with_class_and_guidance() {
     );
     assert!(err.contains("SDE samplers"), "{err}");
 }
+
+#[test]
+fn default_image_unet_is_the_benchmarked_one() {
+    // `diffuse train --data <images>` with no model flags builds exactly the UNet of
+    // bench/unet_default.json, which the PyTorch side of `bash bench/train_unet.sh` builds too.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixture = root.join("tests/fixtures/fashion-mnist");
+    diffuse(
+        &[
+            "train",
+            "--data",
+            fixture.to_str().unwrap(),
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--out",
+            "run",
+            "--quiet",
+        ],
+        d,
+    );
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let ours = read(&d.join("run/unet/config.json"));
+    let bench = read(&root.join("bench/unet_default.json"));
+    for key in [
+        "sample_size",
+        "in_channels",
+        "out_channels",
+        "down_block_types",
+        "up_block_types",
+        "mid_block_type",
+        "block_out_channels",
+        "layers_per_block",
+        "attention_head_dim",
+        "norm_num_groups",
+        "num_class_embeds",
+        "flip_sin_to_cos",
+        "resnet_time_scale_shift",
+    ] {
+        assert_eq!(ours[key], bench[key], "{key}");
+    }
+}

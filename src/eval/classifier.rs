@@ -287,7 +287,8 @@ pub fn train_classifier(
     let mut optim = AdamWConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let steps_per_epoch = n.div_ceil(opts.batch_size);
-    // The trainer's schedule (no warmup): decaying the rate gains ~1% accuracy in a few epochs.
+    // The trainer's cosine schedule, no warmup (at batch 128 it measured no better than a
+    // constant rate, 88.4% vs 88.8%; kept so the last steps are small at any batch size).
     let schedule = TrainConfig {
         steps: (opts.epochs * steps_per_epoch) as u64,
         lr: opts.lr,

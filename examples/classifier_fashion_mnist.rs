@@ -2,7 +2,7 @@
 //! the training time, and the data-vs-data floors of the Fréchet distance in its features.
 //!
 //! ```text
-//! cargo run --release --example classifier_fashion_mnist -- [DATA_DIR] [EPOCHS] [SAVE_DIR]
+//! cargo run --release --example classifier_fashion_mnist -- [DATA_DIR] [EPOCHS] [BATCH] [SAVE_DIR]
 //! ```
 //! `DATA_DIR` holds the four gzipped IDX files (default: Debian's `dataset-fashion-mnist`,
 //! `/usr/share/datasets/fashion-mnist`).
@@ -47,17 +47,28 @@ fn main() -> Result<()> {
             .map(String::as_str)
             .unwrap_or("/usr/share/datasets/fashion-mnist"),
     );
-    let epochs: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(3);
+    let defaults = ClassifierTrainOptions::default();
+    let epochs: usize = args
+        .get(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(defaults.epochs);
+    let batch_size: usize = args
+        .get(2)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(defaults.batch_size);
     let (train_images, train_labels) = load(dir, "train")?;
     let (test_images, test_labels) = load(dir, "t10k")?;
     let device = Device::default();
     let opts = ClassifierTrainOptions {
         epochs,
+        batch_size,
         progress: true,
-        ..Default::default()
+        ..defaults
     };
     println!(
-        "training on {} images, {epochs} epochs, {} threads",
+        "training on {} images, {epochs} epochs of batch {batch_size}, {} threads",
         train_labels.len(),
         rayon::current_num_threads()
     );
@@ -90,7 +101,7 @@ fn main() -> Result<()> {
          test[0..5000] vs train[0..5000]:    {half_vs_train:.4}",
         start.elapsed().as_secs_f64()
     );
-    if let Some(save) = args.get(2) {
+    if let Some(save) = args.get(3) {
         classifier.save(Path::new(save))?;
         println!("saved to {save}");
     }

@@ -1,23 +1,28 @@
 //! A small CNN classifier whose penultimate features carry the Fréchet distance of image
 //! samples (SPEC §9; Inception cannot be downloaded here, so this is never called FID).
 //!
-//! For images `x` in [-1, 1] of shape `[N, C, H, W]`, with 3x3 "same" convolutions:
+//! For images `x` in [-1, 1] of shape `[N, C, H, W]`, with 3x3 convolutions of stride 2 and
+//! padding 1 (each halves the size, rounding up: `H_1 = ceil(H / 2)`, `H_2 = ceil(H_1 / 2)`):
 //! ```text
-//! h_1 = maxpool_2(relu(conv_1(x)))        [N, c_1, H/2, W/2]
-//! h_2 = maxpool_2(relu(conv_2(h_1)))      [N, c_2, H/4, W/4]
+//! h_1 = relu(conv_1(x))                   [N, c_1, H_1, W_1]
+//! h_2 = relu(conv_2(h_1))                 [N, c_2, H_2, W_2]
 //! f   = relu(fc(flatten(h_2)))            [N, F]   the features
 //! out = logits(f)                         [N, K]
 //! ```
+//! Strided convolutions rather than conv + 2x2 max-pool: on the flex CPU backend the pooled
+//! version (convolutions at full resolution, pool forward and backward) trains ~4.5x slower
+//! per batch, for no accuracy a few-epoch run can use.
 //! Trained with cross-entropy and burn's AdamW on seeded mini-batches: a supervised model, so
 //! it has its own short loop rather than the diffusion trainer. Saved as `config.json` (the
 //! [`ClassifierConfig`]) + `model.safetensors` (burn's parameter paths: `conv_1.weight`, ...).
 
 use crate::error::{Error, Result};
 use crate::train::checkpoint::atomic_write;
+use crate::train::lr::learning_rate;
+use crate::train::TrainConfig;
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
@@ -43,7 +48,7 @@ const EVAL_BATCH: usize = 256;
 pub struct ClassifierConfig {
     /// Image channels C.
     pub channels: usize,
-    /// Image height H (>= 4: two 2x2 poolings).
+    /// Image height H (>= 4).
     pub height: usize,
     /// Image width W (>= 4).
     pub width: usize,
@@ -100,9 +105,10 @@ impl ClassifierConfig {
         self.channels * self.height * self.width
     }
 
-    /// Width of the flattened second pooling output, `c_2 * (H/4) * (W/4)`.
+    /// Width of the flattened second convolution output, `c_2 * H_2 * W_2`.
     fn flat_dim(&self) -> usize {
-        self.conv_channels[1] * (self.height / 4) * (self.width / 4)
+        let half = |n: usize| n.div_ceil(2);
+        self.conv_channels[1] * half(half(self.height)) * half(half(self.width))
     }
 }
 
@@ -113,7 +119,7 @@ pub struct ClassifierTrainOptions {
     pub epochs: usize,
     /// Images per AdamW step.
     pub batch_size: usize,
-    /// AdamW learning rate (constant).
+    /// Peak AdamW learning rate, cosine-decayed to `lr / 100` over the run.
     pub lr: f64,
     /// Seed of the initial weights and of the per-epoch shuffles.
     pub seed: u64,
@@ -122,11 +128,12 @@ pub struct ClassifierTrainOptions {
 }
 
 impl Default for ClassifierTrainOptions {
-    /// 3 epochs of batch 128 at lr 1e-3: ~90% on Fashion-MNIST (see the example).
+    /// 3 epochs of batch 32 at lr 1e-3: 90.4% test accuracy on Fashion-MNIST in ~4 minutes on
+    /// 2 busy CPU cores (`examples/classifier_fashion_mnist.rs`; batch 64 gave 89.8%, 128 88.4%).
     fn default() -> Self {
         ClassifierTrainOptions {
             epochs: 3,
-            batch_size: 128,
+            batch_size: 32,
             lr: 1e-3,
             seed: 0,
             progress: false,
@@ -139,7 +146,6 @@ impl Default for ClassifierTrainOptions {
 pub struct ClassifierNet {
     pub conv_1: Conv2d,
     pub conv_2: Conv2d,
-    pub pool: MaxPool2d,
     pub fc: Linear,
     pub logits: Linear,
 }
@@ -166,11 +172,11 @@ impl ClassifierNet {
             Conv2d {
                 weight: uniform([c_out, c_in, 3, 3], bound, rng, device),
                 bias: Some(uniform([c_out], bound, rng, device)),
-                stride: [1, 1],
+                stride: [2, 2],
                 kernel_size: [3, 3],
                 dilation: [1, 1],
                 groups: 1,
-                padding: PaddingConfig2d::Same,
+                padding: PaddingConfig2d::Explicit(1, 1, 1, 1),
             }
         };
         let [c_1, c_2] = cfg.conv_channels;
@@ -188,7 +194,6 @@ impl ClassifierNet {
         ClassifierNet {
             conv_1,
             conv_2,
-            pool: MaxPool2dConfig::new([2, 2]).init(),
             fc,
             logits,
         }
@@ -196,11 +201,11 @@ impl ClassifierNet {
 
     /// `[N, C, H, W]` -> the features `[N, F]`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        // [N, C, H, W] -> [N, c_1, H/2, W/2]
-        let h = self.pool.forward(relu(self.conv_1.forward(x)));
-        // -> [N, c_2, H/4, W/4]
-        let h = self.pool.forward(relu(self.conv_2.forward(h)));
-        // -> [N, c_2 * H/4 * W/4] -> [N, F]
+        // [N, C, H, W] -> [N, c_1, H_1, W_1]
+        let h = relu(self.conv_1.forward(x));
+        // -> [N, c_2, H_2, W_2]
+        let h = relu(self.conv_2.forward(h));
+        // -> [N, c_2 * H_2 * W_2] -> [N, F]
         relu(self.fc.forward(h.flatten(1, 3)))
     }
 
@@ -282,6 +287,15 @@ pub fn train_classifier(
     let mut optim = AdamWConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let steps_per_epoch = n.div_ceil(opts.batch_size);
+    // The trainer's cosine schedule, no warmup (at batch 128 it measured no better than a
+    // constant rate, 88.4% vs 88.8%; kept so the last steps are small at any batch size).
+    let schedule = TrainConfig {
+        steps: (opts.epochs * steps_per_epoch) as u64,
+        lr: opts.lr,
+        min_lr: opts.lr / 100.0,
+        warmup_steps: 0,
+        ..TrainConfig::default()
+    };
     let bar = if opts.progress {
         let bar = indicatif::ProgressBar::new((opts.epochs * steps_per_epoch) as u64);
         bar.set_style(
@@ -319,7 +333,8 @@ pub fn train_classifier(
                 bar.set_message(format!("epoch {} loss {value:.4}", epoch + 1));
             }
             let grads = GradientsParams::from_grads(loss.backward(), &net);
-            net = optim.step(opts.lr, net, grads);
+            let lr = learning_rate(&schedule, (epoch * steps_per_epoch + step) as u64);
+            net = optim.step(lr, net, grads);
             bar.inc(1);
         }
     }

@@ -22,7 +22,7 @@ if [ ! -x bench/.venv/bin/python ] \
 fi
 if [ -z "${DIFFUSE_CMD:-}" ]; then
   cargo build --release -q
-  DIFFUSE_CMD="\"${CARGO_TARGET_DIR:-target}/release/diffuse\" bench train-unet \
+  DIFFUSE_CMD="\"${CARGO_TARGET_DIR:-target}/release/diffuse\" bench train-unet --batch 64 \
 --seconds \"\$SECONDS_PER\" --config \"\$CONFIG\""
 fi
 out=""

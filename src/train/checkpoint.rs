@@ -7,9 +7,16 @@
 //! - `train_state.safetensors`: AdamW moments (`adamw.m`, `adamw.v`) and, in the metadata,
 //!   the step, the AdamW update count, the RNG state and the loss history of t sampling.
 //!
-//! Every file is written atomically (temp file, fsync, rename), state first and config last,
-//! so a crash leaves each file either the old or the new version; the loader checks that the
-//! model and the state come from the same step.
+//! Every file is written atomically (temp file, fsync, rename), and a checkpoint as a whole is
+//! committed by the rename of `model.safetensors`: config.json first (so a re-planned run is
+//! recorded before weights trained under the new plan), then the state into its synced temp
+//! file, the model (the commit), and the state's rename. A crash (kill -9) at any moment leaves
+//! either the old checkpoint or the new model with its state in `train_state.safetensors.tmp`,
+//! which the loader takes when its step is the model's, and the next save moves into place.
+//! The loader checks that the model and the state come from the same step.
+//!
+//! Every safetensors header is written in a fixed order (`__metadata__` first, keys sorted,
+//! then the tensors by name), so identical training gives byte-identical files.
 //!
 //! RNG state: every random draw of step `s` comes from counter-based ChaCha8 streams of the run
 //! seed (data: stream `2s`, t and noise: stream `2s + 1`), so `(seed, step)` is the full state.
@@ -20,7 +27,7 @@ use crate::loss::TimestepSampler;
 use crate::nn::FlatParams;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -42,6 +49,14 @@ pub enum CheckpointError {
     Safetensors { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    /// A write that failed (full disk, no permission, something in the way of the temp file);
+    /// the file at `path` is as it was.
+    #[error("writing {} (through {}): {reason}", path.display(), tmp.display())]
+    Write {
+        path: PathBuf,
+        tmp: PathBuf,
+        reason: std::io::Error,
+    },
 }
 
 fn invalid(path: &Path, reason: impl Into<String>) -> CheckpointError {
@@ -84,23 +99,50 @@ pub fn atomic_write(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> Result<(), CheckpointError> {
+    let tmp = temp_path(path);
+    write_temp(path, &tmp, write)?;
+    commit(path, &tmp)
+}
+
+/// Where `path` is written before its rename: `path.tmp`.
+pub fn temp_path(path: &Path) -> PathBuf {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let io = |source| CheckpointError::Io {
+    PathBuf::from(tmp)
+}
+
+fn write_error(path: &Path, tmp: &Path, reason: std::io::Error) -> CheckpointError {
+    CheckpointError::Write {
         path: path.to_path_buf(),
-        source,
-    };
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        write(&mut f)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
+        tmp: tmp.to_path_buf(),
+        reason,
     }
+}
+
+/// Creates `tmp`, fills it with `write` and syncs it to disk; on an error removes it.
+fn write_temp(
+    path: &Path,
+    tmp: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<(), CheckpointError> {
+    let result = (|| {
+        let mut f = std::fs::File::create(tmp)?;
+        write(&mut f)?;
+        f.sync_all()
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(tmp);
+        write_error(path, tmp, e)
+    })
+}
+
+/// Renames the synced `tmp` over `path` and syncs the directory (best effort: not every file
+/// system can sync a directory).
+fn commit(path: &Path, tmp: &Path) -> Result<(), CheckpointError> {
+    std::fs::rename(tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(tmp);
+        write_error(path, tmp, e)
+    })?;
     if let Some(dir) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
         let _ = dir.sync_all();
     }
@@ -111,10 +153,13 @@ fn to_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// safetensors bytes with the header in a fixed order: `__metadata__` first with its keys
+/// sorted, then the tensors as safetensors orders them (by name; all are F32). safetensors'
+/// own serializer writes the metadata in hash-map order, which differs from run to run.
 fn serialize(
     path: &Path,
     tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
-    metadata: HashMap<String, String>,
+    metadata: BTreeMap<&str, String>,
 ) -> Result<Vec<u8>, CheckpointError> {
     let views: Result<Vec<(String, TensorView)>, _> = tensors
         .iter()
@@ -123,18 +168,45 @@ fn serialize(
         })
         .collect();
     let views = views.map_err(|e| invalid(path, e.to_string()))?;
-    safetensors::serialize(views, Some(metadata)).map_err(|e| invalid(path, e.to_string()))
+    let plain = safetensors::serialize(views, None).map_err(|e| invalid(path, e.to_string()))?;
+    // plain = [n: u64 LE][header JSON `{...}` padded with spaces to 8 bytes][data]; the data
+    // offsets in the header are relative to the data, so splicing the header keeps them valid.
+    let n = u64::from_le_bytes(plain[..8].try_into().expect("8 bytes")) as usize;
+    let tensors_json = std::str::from_utf8(&plain[8..8 + n])
+        .map_err(|e| invalid(path, e.to_string()))?
+        .trim_end();
+    let entries = &tensors_json[1..tensors_json.len() - 1];
+    let md = serde_json::to_string(&metadata).map_err(|e| invalid(path, e.to_string()))?;
+    let sep = if entries.is_empty() { "" } else { "," };
+    let mut header = format!("{{\"__metadata__\":{md}{sep}{entries}}}").into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + header.len() + plain.len() - 8 - n);
+    out.extend((header.len() as u64).to_le_bytes());
+    out.extend(header);
+    out.extend(&plain[8 + n..]);
+    Ok(out)
 }
 
-/// Writes the three files of a checkpoint into `dir` (created if needed).
+/// Writes `config.json` atomically.
+pub fn save_config(dir: &Path, config: &RunConfig) -> Result<(), CheckpointError> {
+    let path = dir.join(CONFIG_FILE);
+    let json = serde_json::to_string_pretty(config).map_err(|e| invalid(&path, e.to_string()))?;
+    atomic_write(&path, |f| f.write_all(json.as_bytes()))
+}
+
+/// Writes the files of a checkpoint into `dir` (created if needed), committed by the rename
+/// of `model.safetensors` (module doc); on an error the previous checkpoint stays loadable.
 pub fn save_checkpoint(dir: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
     std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
+    finish_interrupted_save(dir)?;
+    save_config(dir, &ckpt.config)?;
     let step = ckpt.state.step.to_string();
 
     let state_path = dir.join(STATE_FILE);
+    let state_tmp = temp_path(&state_path);
     let state_json =
         serde_json::to_string(&ckpt.state).map_err(|e| invalid(&state_path, e.to_string()))?;
     let n = ckpt.optimizer.m.len();
@@ -144,12 +216,9 @@ pub fn save_checkpoint(dir: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointEr
             ("adamw.m".into(), vec![n], to_bytes(&ckpt.optimizer.m)),
             ("adamw.v".into(), vec![n], to_bytes(&ckpt.optimizer.v)),
         ],
-        HashMap::from([
-            ("state".to_string(), state_json),
-            ("step".to_string(), step.clone()),
-        ]),
+        BTreeMap::from([("state", state_json), ("step", step.clone())]),
     )?;
-    atomic_write(&state_path, |f| f.write_all(&bytes))?;
+    write_temp(&state_path, &state_tmp, |f| f.write_all(&bytes))?;
 
     let model_path = dir.join(MODEL_FILE);
     let mut tensors = Vec::new();
@@ -158,18 +227,20 @@ pub fn save_checkpoint(dir: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointEr
             tensors.push((format!("{prefix}{name}"), shape, to_bytes(values)));
         }
     }
-    let bytes = serialize(
+    let committed = serialize(
         &model_path,
         tensors,
-        HashMap::from([
-            ("step".to_string(), step),
-            (
-                "format".to_string(),
-                format!("diffuse-{}", ckpt.config.model.kind()),
-            ),
+        BTreeMap::from([
+            ("step", step),
+            ("format", format!("diffuse-{}", ckpt.config.model.kind())),
         ]),
-    )?;
-    atomic_write(&model_path, |f| f.write_all(&bytes))?;
+    )
+    .and_then(|bytes| atomic_write(&model_path, |f| f.write_all(&bytes)));
+    if let Err(e) = committed {
+        let _ = std::fs::remove_file(&state_tmp);
+        return Err(e);
+    }
+    commit(&state_path, &state_tmp)?;
 
     // Image models also get a diffusers folder (config.json + diffusion_pytorch_model
     // .safetensors of the EMA weights), loadable by diffusers' `from_pretrained`.
@@ -186,11 +257,30 @@ pub fn save_checkpoint(dir: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointEr
         })
         .map_err(|e| invalid(&export, e.to_string()))?;
     }
+    Ok(())
+}
 
-    let config_path = dir.join(CONFIG_FILE);
-    let json = serde_json::to_string_pretty(&ckpt.config)
-        .map_err(|e| invalid(&config_path, e.to_string()))?;
-    atomic_write(&config_path, |f| f.write_all(json.as_bytes()))
+/// A save killed after its commit point (the model's rename) left the new state in its synced
+/// temp file: move it into place before this save overwrites the temp file. A temp file of an
+/// uncommitted save (another step, or cut short) is left to be overwritten.
+fn finish_interrupted_save(dir: &Path) -> Result<(), CheckpointError> {
+    let state_path = dir.join(STATE_FILE);
+    let tmp = temp_path(&state_path);
+    if !tmp.is_file() {
+        return Ok(());
+    }
+    let model_step = read(&dir.join(MODEL_FILE))
+        .ok()
+        .and_then(|bytes| metadata(&dir.join(MODEL_FILE), &bytes).ok())
+        .and_then(|md| metadata_step(&dir.join(MODEL_FILE), &md).ok());
+    let pending_step = read(&tmp)
+        .ok()
+        .and_then(|bytes| read_state_metadata(&tmp, &bytes).ok())
+        .map(|state| state.step);
+    match (model_step, pending_step) {
+        (Some(m), Some(p)) if m == p => commit(&state_path, &tmp),
+        _ => Ok(()),
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
@@ -292,32 +382,94 @@ pub fn load_model(
     Ok((ema, raw, metadata_step(&path, &metadata(&path, &bytes)?)?))
 }
 
+/// The training state in a state file's metadata.
+fn read_state_metadata(path: &Path, bytes: &[u8]) -> Result<TrainState, CheckpointError> {
+    Some(metadata(path, bytes)?)
+        .as_ref()
+        .and_then(|md| md.get("state"))
+        .ok_or_else(|| invalid(path, "metadata has no training state"))
+        .and_then(|s| {
+            serde_json::from_str(s).map_err(|e| invalid(path, format!("training state: {e}")))
+        })
+}
+
+/// The AdamW moments (of `n` parameters) and the training state in a state file.
+fn read_state(path: &Path, n: usize) -> Result<(Vec<f32>, Vec<f32>, TrainState), CheckpointError> {
+    let bytes = read(path)?;
+    let st = parse_safetensors(path, &bytes)?;
+    let m = f32_tensor(path, &st, "adamw.m", &[n])?;
+    let v = f32_tensor(path, &st, "adamw.v", &[n])?;
+    Ok((m, v, read_state_metadata(path, &bytes)?))
+}
+
+/// The timestep sampler must cover the config's T (and, loss-aware, hold one loss history per
+/// timestep): otherwise training would index past the schedule's tables.
+fn check_sampler(
+    path: &Path,
+    config: &RunConfig,
+    state: &TrainState,
+) -> Result<(), CheckpointError> {
+    let sampler = &state.timestep_sampler;
+    let t = config.schedule.num_train_timesteps;
+    if sampler.num_timesteps != t {
+        return Err(invalid(
+            path,
+            format!(
+                "the timestep sampler covers {} timesteps but {CONFIG_FILE} has T = {t}",
+                sampler.num_timesteps
+            ),
+        ));
+    }
+    if sampler.kind != config.train.timestep_sampling {
+        return Err(invalid(
+            path,
+            format!(
+                "the timestep sampler is {:?} but {CONFIG_FILE} has train.timestep_sampling {:?}",
+                sampler.kind, config.train.timestep_sampling
+            ),
+        ));
+    }
+    let loss_aware = sampler.kind == crate::loss::TimestepSampling::LossAware;
+    if loss_aware && sampler.history.len() != t {
+        return Err(invalid(
+            path,
+            format!(
+                "the timestep sampler's loss history has {} entries for T = {t}",
+                sampler.history.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a whole checkpoint (for `--resume`).
 pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint, CheckpointError> {
     let config = load_config(dir)?;
     let (ema, raw, model_step) = load_model(dir, &config)?;
     let path = dir.join(STATE_FILE);
-    let bytes = read(&path)?;
-    let st = parse_safetensors(&path, &bytes)?;
-    let n = raw.len();
-    let m = f32_tensor(&path, &st, "adamw.m", &[n])?;
-    let v = f32_tensor(&path, &st, "adamw.v", &[n])?;
-    let state: TrainState = Some(metadata(&path, &bytes)?)
-        .as_ref()
-        .and_then(|md| md.get("state"))
-        .ok_or_else(|| invalid(&path, "metadata has no training state"))
-        .and_then(|s| {
-            serde_json::from_str(s).map_err(|e| invalid(&path, format!("training state: {e}")))
-        })?;
-    if state.step != model_step {
-        return Err(invalid(
-            &path,
-            format!(
-                "training state is at step {} but {MODEL_FILE} is at step {model_step}",
-                state.step
-            ),
-        ));
-    }
+    let (path, (m, v, state)) = match read_state(&path, raw.len()) {
+        Ok(found) if found.2.step == model_step => (path, found),
+        // A save killed after its commit point (the first save: before the state file exists)
+        // left the model's state in the temp file.
+        primary => {
+            let tmp = temp_path(&path);
+            match read_state(&tmp, raw.len()) {
+                Ok(pending) if pending.2.step == model_step => (tmp, pending),
+                _ => {
+                    let (_, _, state) = primary?;
+                    return Err(invalid(
+                        &path,
+                        format!(
+                            "training state is at step {} but {MODEL_FILE} is at step \
+                             {model_step}",
+                            state.step
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    check_sampler(&path, &config, &state)?;
     Ok(Checkpoint {
         config,
         ema,

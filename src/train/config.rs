@@ -41,6 +41,20 @@ pub struct TrainConfig {
     pub label_dropout: f64,
     /// Train through burn autodiff even where a fused kernel exists (the 2-D MLP).
     pub autodiff: bool,
+    /// Changes of `steps` made by `train --resume --steps N`, oldest first (see [`Replan`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replans: Vec<Replan>,
+}
+
+/// A change of the planned total made when a run is resumed: from step `at_step` on, the
+/// learning rate follows the warmup + cosine schedule of a run planned for `to_steps` from the
+/// start ([`super::lr::learning_rate`] with the new total), instead of the `from_steps` plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replan {
+    pub at_step: u64,
+    pub from_steps: u64,
+    pub to_steps: u64,
 }
 
 impl Default for TrainConfig {
@@ -63,7 +77,31 @@ impl Default for TrainConfig {
             log_every: 10,
             label_dropout: 0.1,
             autodiff: false,
+            replans: Vec::new(),
         }
+    }
+}
+
+impl TrainConfig {
+    /// Re-plans the total at step `at_step` of a resumed run: from there on the learning rate
+    /// follows the schedule of `steps` total steps; the change is recorded in `replans`. A
+    /// total below the step already reached is an error.
+    pub fn replan(&mut self, at_step: u64, steps: u64) -> Result<()> {
+        if steps < at_step {
+            return Err(Error::config(
+                "train.steps",
+                format!("{steps} is below the step the run has reached ({at_step})"),
+            ));
+        }
+        if steps != self.steps {
+            self.replans.push(Replan {
+                at_step,
+                from_steps: self.steps,
+                to_steps: steps,
+            });
+            self.steps = steps;
+        }
+        Ok(())
     }
 }
 

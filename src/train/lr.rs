@@ -1,6 +1,10 @@
 //! Learning-rate schedule: linear warmup from 0 to the peak, then cosine decay to `min_lr` at the
 //! last step: `lr(s) = lr * (s + 1) / warmup` for `s < warmup`, else
 //! `min_lr + (lr - min_lr) (1 + cos(pi p)) / 2` with `p = (s - warmup) / (steps - warmup)`.
+//!
+//! The rate is a function of the step and the current planned total only: a resumed run whose
+//! total is re-planned (`train --resume --steps N`, recorded in `train.replans`) follows from
+//! then on the schedule of an N-step run, so extending a finished run raises the rate again.
 
 use super::config::TrainConfig;
 use std::f64::consts::PI;

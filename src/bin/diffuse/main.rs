@@ -9,7 +9,7 @@ mod sample;
 mod schedule;
 mod train;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -37,10 +37,16 @@ enum Command {
     Bench(bench::Args),
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+/// `matches`: the parsed command line, for subcommands that tell given flags from defaults.
+fn run(command: Command, matches: &ArgMatches) -> anyhow::Result<()> {
     match command {
         Command::Schedule(args) => schedule::run(args),
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(
+            args,
+            matches
+                .subcommand_matches("train")
+                .expect("parsed as train"),
+        ),
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
@@ -50,7 +56,9 @@ fn run(command: Command) -> anyhow::Result<()> {
 /// Errors print as one line with their causes ("error: training into runs/x: step 12: ..."),
 /// not as a debug dump with a backtrace, and exit with status 1.
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse().command) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match run(cli.command, &matches) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,5 +1,8 @@
 //! `diffuse train`: trains a denoiser (the MLP on a toy set or a point file, a UNet on images)
-//! and writes a run directory (checkpoints, metrics.jsonl, loss.png).
+//! and writes a run directory (checkpoints, metrics.jsonl, loss.png); `--resume` continues one
+//! ([`resume`]).
+
+mod resume;
 
 use anyhow::{bail, Context};
 use diffuse::data::DataSpec;
@@ -9,12 +12,12 @@ use diffuse::nn::{MlpConfig, ModelConfig};
 use diffuse::prediction::PredictionType;
 use diffuse::schedule::{BetaSchedule, ScheduleConfig};
 use diffuse::sde::SdeConfig;
-use diffuse::train::checkpoint::load_checkpoint;
 use diffuse::train::{fit, FitOptions, RunConfig, TrainConfig, Trainer};
 use diffuse::variance::VarianceType;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
+#[group(skip)] // No argument group named after the struct: --resume looks at every id given.
 pub struct Args {
     /// moons | swiss_roll | 8gaussians | 25gaussians | checkerboard | mixture, a .csv/.npy file
     /// of N x D points; or images: fashion-mnist, fashion-mnist:DIR, a folder with IDX files,
@@ -54,13 +57,19 @@ pub struct Args {
     /// Train through burn autodiff even for the MLP (which otherwise uses its fused kernel).
     #[arg(long)]
     autodiff: bool,
-    /// Total optimisation steps.
-    #[arg(long, default_value_t = 5000)]
-    steps: u64,
+    /// Total optimisation steps [default: 5000]. With --resume, the new total: from the
+    /// current step on, the learning rate follows the warmup + cosine schedule of a run planned
+    /// for this total (after a finished run it rises again), recorded in config.json under
+    /// train.replans; without --steps a resumed run continues its stored plan.
+    #[arg(long)]
+    steps: Option<u64>,
     /// Run directory.
     #[arg(long)]
     out: PathBuf,
-    /// Continue the run in --out from its checkpoint (--steps sets the new total).
+    /// Continue the run in --out from its checkpoint with the configuration stored in its
+    /// config.json (bit for bit what an uninterrupted run gives, on the same machine). Only
+    /// --steps and --checkpoint-every may change; any other flag given must equal the stored
+    /// value, or it is an error naming the flag.
     #[arg(long)]
     resume: bool,
     /// Batch size (default: 512 for points, 64 for images).
@@ -141,17 +150,7 @@ fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
             args.schedule
         );
     };
-    let loss = match args.loss.as_str() {
-        "simple" => LossWeighting::Simple,
-        "vlb" => LossWeighting::Vlb {
-            variance: VarianceType::FixedSmall,
-        },
-        "min-snr" => LossWeighting::MinSnr { gamma: args.gamma },
-        "hybrid" => LossWeighting::Hybrid {
-            lambda: args.lambda,
-        },
-        other => bail!("--loss {other:?}: expected simple, vlb, min-snr or hybrid"),
-    };
+    let loss = loss_weighting(args)?;
     let model = model_config(args, &data, loss.learns_variance())?;
     let is_unet = matches!(model, ModelConfig::Unet(_));
     let config = RunConfig {
@@ -164,7 +163,7 @@ fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
         prediction,
         data,
         train: TrainConfig {
-            steps: args.steps,
+            steps: args.steps.unwrap_or(DEFAULT_STEPS),
             batch_size: args.batch_size.unwrap_or(if is_unet { 64 } else { 512 }),
             lr: args.lr.unwrap_or(if is_unet { 5e-4 } else { 1e-3 }),
             label_dropout: args.label_dropout,
@@ -192,6 +191,24 @@ fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
     };
     config.validate().context("invalid training options")?;
     Ok(config)
+}
+
+/// The planned total of a fresh run without --steps.
+const DEFAULT_STEPS: u64 = 5000;
+
+/// The loss of `--loss` (with `--gamma`, `--lambda`).
+fn loss_weighting(args: &Args) -> anyhow::Result<LossWeighting> {
+    Ok(match args.loss.as_str() {
+        "simple" => LossWeighting::Simple,
+        "vlb" => LossWeighting::Vlb {
+            variance: VarianceType::FixedSmall,
+        },
+        "min-snr" => LossWeighting::MinSnr { gamma: args.gamma },
+        "hybrid" => LossWeighting::Hybrid {
+            lambda: args.lambda,
+        },
+        other => bail!("--loss {other:?}: expected simple, vlb, min-snr or hybrid"),
+    })
 }
 
 /// The network: the MLP for points; for images a UNet from `--model-config` or the flags
@@ -284,17 +301,23 @@ fn unet_from_flags(args: &Args) -> anyhow::Result<UNet2DConfig> {
     })
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+/// `given`: the train subcommand's matches, to tell flags given from defaults on --resume.
+pub fn run(args: Args, given: &clap::ArgMatches) -> anyhow::Result<()> {
     let mut trainer = if args.resume {
-        let ckpt = load_checkpoint(&args.out)
-            .with_context(|| format!("resuming from {}", args.out.display()))?;
-        let mut trainer = Trainer::from_checkpoint(ckpt)?;
-        trainer.config.train.steps = args.steps;
+        let trainer = resume::resume(&args, given)?;
+        let train = &trainer.config.train;
+        let replanned = match train.replans.last() {
+            Some(r) if r.at_step == trainer.step && Some(r.to_steps) == args.steps => format!(
+                " (re-planned from {}: the learning rate follows the schedule of {} steps)",
+                r.from_steps, r.to_steps
+            ),
+            _ => String::new(),
+        };
         eprintln!(
-            "resuming {} at step {} of {}",
+            "resuming {} at step {} of {}{replanned}",
             args.out.display(),
             trainer.step,
-            args.steps
+            train.steps
         );
         trainer
     } else {

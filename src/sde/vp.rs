@@ -26,12 +26,18 @@ impl Default for VpSde {
 }
 
 impl VpSde {
-    /// Validated construction: 0 < beta_min <= beta_max.
+    /// Validated construction: 0 < beta_min <= beta_max < inf; the error names the parameter.
     pub fn new(beta_min: f64, beta_max: f64) -> Result<Self> {
-        if !(beta_min > 0.0 && beta_max >= beta_min && beta_max.is_finite()) {
+        if !(beta_min > 0.0 && beta_min.is_finite()) {
             return Err(Error::config(
-                "vp sde",
-                format!("need 0 < beta_min <= beta_max, got {beta_min}, {beta_max}"),
+                "sde.beta_min",
+                format!("{beta_min}: must be finite and > 0"),
+            ));
+        }
+        if !(beta_max >= beta_min && beta_max.is_finite()) {
+            return Err(Error::config(
+                "sde.beta_max",
+                format!("{beta_max}: must be finite and >= beta_min = {beta_min}"),
             ));
         }
         Ok(VpSde { beta_min, beta_max })

@@ -3,10 +3,10 @@
 //! oracle mixture. Prints a table and writes JSON.
 
 use crate::run_dir::{open, sampler_config, Run, SamplerChoice, SDE_SAMPLERS};
-use anyhow::Context;
 use burn::tensor::{DType, Device};
+use diffuse::data::file::write_file;
 use diffuse::data::{DataSpec, ToyDataset};
-use diffuse::eval::{evaluate_with, EvalOptions};
+use diffuse::eval::{check_sizes, evaluate_with, EvalOptions};
 use diffuse::likelihood::{bits_per_dim, mean_ci95, pf_ode_log_likelihood};
 use diffuse::oracle::GaussianMixture;
 use diffuse::sde::score::Probe;
@@ -60,14 +60,27 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::default();
     let run = open(&args.run, args.raw, &device)?;
-    if run.config.model.image_shape().is_some() {
+    let images = run.config.model.image_shape().is_some();
+    let default_sizes = if images { (500, 3) } else { (4000, 5) };
+    let (n, seeds) = (
+        args.n.unwrap_or(default_sizes.0),
+        args.seeds.unwrap_or(default_sizes.1),
+    );
+    check_sizes(n, seeds)?;
+    if args.nll && args.nll_points < 2 {
+        anyhow::bail!(
+            "--nll-points {}: need at least 2 points for a confidence interval",
+            args.nll_points
+        );
+    }
+    if images {
         return crate::eval_images::run(
             &run,
             &crate::eval_images::ImageEvalArgs {
                 run_dir: &args.run,
                 sampler: &args.sampler,
-                n: args.n.unwrap_or(500),
-                seeds: args.seeds.unwrap_or(3),
+                n,
+                seeds,
                 seed: args.seed,
                 guidance: args.guidance,
                 classifier: args.classifier.clone(),
@@ -75,7 +88,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             },
         );
     }
-    let (n, seeds) = (args.n.unwrap_or(4000), args.seeds.unwrap_or(5));
     let choice = &args.sampler;
     let sampler = match SDE_SAMPLERS.contains(&choice.name.as_str()) {
         // The registry config only labels discrete runs; SDE samplers are drawn by name.
@@ -143,8 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         json["nll"] = nll(&run, &data, &args)?;
     }
     let out = args.out.unwrap_or_else(|| args.run.join("eval.json"));
-    std::fs::write(&out, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", out.display()))?;
+    write_file(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }

@@ -81,8 +81,8 @@ pub enum SdeSampler {
 
 impl SdeSampler {
     /// `em`, `pc`, `ode` with `steps` (ignored by `ode`, which uses the SPEC tolerances and
-    /// the SDE's sampling eps).
-    pub fn from_name(name: &str, steps: usize, sde: &SdeConfig) -> Result<Self> {
+    /// stops at `eps`, the SDE's sampling eps: [`SdeConfig::sampling_eps`]).
+    pub fn from_name(name: &str, steps: usize, eps: f64) -> Result<Self> {
         if steps == 0 && name != "ode" {
             return Err(Error::config("steps", "must be at least 1"));
         }
@@ -94,7 +94,7 @@ impl SdeSampler {
             }),
             "ode" => Ok(SdeSampler::Ode {
                 options: OdeOptions {
-                    eps: sde.sampling_eps(),
+                    eps,
                     ..OdeOptions::default()
                 },
             }),
@@ -184,12 +184,12 @@ mod tests {
             assert_eq!(serde_json::from_str::<SdeConfig>(&json).unwrap(), c);
         }
         assert!(SdeConfig::from_name("vpp").is_err());
-        let vp = SdeConfig::from_name("vp").unwrap();
+        let vp = SdeConfig::from_name("vp").unwrap().sampling_eps();
         assert!(matches!(
-            SdeSampler::from_name("pc", 10, &vp).unwrap(),
+            SdeSampler::from_name("pc", 10, vp).unwrap(),
             SdeSampler::Pc { steps: 10, .. }
         ));
-        assert!(SdeSampler::from_name("heun", 10, &vp).is_err());
-        assert!(SdeSampler::from_name("em", 0, &vp).is_err());
+        assert!(SdeSampler::from_name("heun", 10, vp).is_err());
+        assert!(SdeSampler::from_name("em", 0, vp).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! data, each next to the data-vs-data floor, over several seeds; exact log-likelihood for the
 //! oracle mixture. Prints a table and writes JSON.
 
-use crate::run_dir::{open, sampler_config, Run, SamplerChoice, SDE_SAMPLERS};
+use crate::run_dir::{open, sampler_config, Run, RunSde, SamplerChoice, SDE_SAMPLERS};
 use burn::tensor::{DType, Device};
 use diffuse::data::file::write_file;
 use diffuse::data::{DataSpec, ToyDataset};
@@ -182,21 +182,28 @@ fn nll(
             "Hutchinson x4".to_string(),
         )
     };
-    let sde_cfg = run.sde_config();
-    let sde = sde_cfg.build();
+    let RunSde {
+        sde,
+        likelihood_eps,
+        ..
+    } = run.score_sde()?;
+    let options = OdeOptions {
+        eps: likelihood_eps,
+        ..OdeOptions::default()
+    };
     let like = run.with_score(&net, &*sde, |score| {
-        pf_ode_log_likelihood(&*sde, score, &x, &divergence, &OdeOptions::default())
+        pf_ode_log_likelihood(&*sde, score, &x, &divergence, &options)
     });
     let nll: Vec<f64> = like.log_p.iter().map(|l| -l).collect();
     let (mean, ci) = mean_ci95(&nll);
     println!(
-        "NLL (PF-ODE, {} SDE, {how}, rtol=atol=1e-5, {n} points): {mean:.4} ± {ci:.4} nats/sample = {:.4} bits/dim (continuous data: no dequantisation offset), NFE {}",
+        "NLL (PF-ODE, {} SDE from t = {likelihood_eps}, {how}, rtol=atol=1e-5, {n} points): {mean:.4} ± {ci:.4} nats/sample = {:.4} bits/dim (continuous data: no dequantisation offset), NFE {}",
         sde.name(),
         bits_per_dim(-mean, d, false),
         like.stats.nfe
     );
     let mut out = serde_json::json!({
-        "sde": sde.name(), "divergence": how, "points": n,
+        "sde": sde.name(), "t_min": likelihood_eps, "divergence": how, "points": n,
         "nll_nats": mean, "ci95_nats": ci, "bits_per_dim": bits_per_dim(-mean, d, false),
         "nfe": like.stats.nfe,
     });

@@ -1,6 +1,7 @@
 //! Pictures a person looks at: line plots (schedules, loss curves) and scatter plots (2-D
-//! samples beside data), written as PNG.
+//! samples beside data), written as PNG (the file's folder is created if missing).
 
+use crate::data::file::create_parent_dir;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -31,6 +32,7 @@ fn bounds(series: &[Series]) -> (f64, f64, f64, f64) {
 
 /// Several line plots side by side (one panel each), written to `path`.
 pub fn line_panels(path: &Path, panels: &[(&str, &str, &str, Vec<Series>)]) -> anyhow::Result<()> {
+    create_parent_dir(path)?;
     let root = BitMapBackend::new(path, (560 * panels.len() as u32, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let areas = root.split_evenly((1, panels.len()));
@@ -77,6 +79,7 @@ pub fn line_panels(path: &Path, panels: &[(&str, &str, &str, Vec<Series>)]) -> a
 
 /// Scatter panels of 2-D point clouds (row-major x, y), sharing one square range.
 pub fn scatter_panels(path: &Path, panels: &[(&str, &[f64])], range: f64) -> anyhow::Result<()> {
+    create_parent_dir(path)?;
     let root = BitMapBackend::new(path, (460 * panels.len() as u32, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let areas = root.split_evenly((1, panels.len()));
@@ -149,6 +152,32 @@ pub fn image_grid(
             }
         }
     }
+    create_parent_dir(path)?;
     img.save(path)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sample --out dir/x.png` into a folder that does not exist yet: every plot writer
+    /// creates it.
+    #[test]
+    fn plots_create_the_missing_parent_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let scatter = tmp.path().join("new/scatter.png");
+        scatter_panels(&scatter, &[("a", &[0.0, 1.0, 1.0, 0.0])], 2.0).unwrap();
+        let grid = tmp.path().join("other/deeper/grid.png");
+        image_grid(&grid, &[0.0; 4], [1, 2, 2], 1, 1).unwrap();
+        let lines = tmp.path().join("lines/plot.png");
+        let series = vec![Series {
+            name: "s",
+            points: vec![(0.0, 0.0), (1.0, 1.0)],
+        }];
+        line_panels(&lines, &[("t", "x", "y", series)]).unwrap();
+        for path in [scatter, grid, lines] {
+            assert!(path.is_file(), "{} was not written", path.display());
+        }
+    }
 }

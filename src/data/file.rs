@@ -3,7 +3,6 @@
 //! (N,)); and the writers `diffuse sample` uses for its output.
 
 use crate::error::{Error, Result};
-use std::io::Write;
 use std::path::Path;
 
 /// N points of dimension D, row-major.
@@ -74,11 +73,16 @@ fn file_error(path: &Path, reason: impl Into<String>) -> Error {
 /// Reads a `.npy` or CSV (any other extension) point file.
 pub fn load_points(path: &Path) -> Result<PointSet> {
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e.to_string()))?;
+    points_from_bytes(path, &bytes)
+}
+
+/// [`load_points`] on the bytes of `path` (read already); errors name `path`.
+pub fn points_from_bytes(path: &Path, bytes: &[u8]) -> Result<PointSet> {
     let set = if path.extension().is_some_and(|e| e == "npy") {
-        parse_npy(&bytes).map_err(|r| file_error(path, r))?
+        parse_npy(bytes).map_err(|r| file_error(path, r))?
     } else {
-        let text = String::from_utf8(bytes).map_err(|_| file_error(path, "not UTF-8 text"))?;
-        parse_csv(&text).map_err(|r| file_error(path, r))?
+        let text = std::str::from_utf8(bytes).map_err(|_| file_error(path, "not UTF-8 text"))?;
+        parse_csv(text).map_err(|r| file_error(path, r))?
     };
     if set.is_empty() {
         return Err(file_error(path, "holds no points"));
@@ -146,6 +150,7 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<PointSet, String> {
             u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
             12,
         ),
+        2 | 3 => return Err("truncated header length".into()),
         v => return Err(format!("unsupported .npy version {v}")),
     };
     let header = bytes
@@ -172,7 +177,14 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<PointSet, String> {
         return Err("Fortran-order arrays are not supported".into());
     }
     let shape = field("shape").ok_or("header has no shape")?;
-    let shape = &shape[1..shape.find(')').ok_or("bad shape")?];
+    let shape = shape
+        .strip_prefix('(')
+        .and_then(|s| s.split_once(')'))
+        .map(|(inner, _)| inner)
+        .ok_or_else(|| {
+            let end = shape.find([',', '}']).unwrap_or(shape.len());
+            format!("shape {:?} is not a tuple like (N, D)", &shape[..end])
+        })?;
     let dims: Vec<usize> = shape
         .split(',')
         .map(str::trim)
@@ -187,12 +199,17 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<PointSet, String> {
         [n, d] => (*n, *d),
         _ => return Err(format!("shape {dims:?} is not (N, D) or (N,)")),
     };
+    // The claimed size is checked (without overflow) against the bytes present before
+    // anything is allocated.
+    let needed = n
+        .checked_mul(dim)
+        .and_then(|v| v.checked_mul(width))
+        .ok_or_else(|| format!("shape ({n}, {dim}) is too large"))?;
     let data = &bytes[start + header_len..];
-    if data.len() != n * dim * width {
+    if data.len() != needed {
         return Err(format!(
-            "data has {} bytes, shape ({n}, {dim}) needs {}",
-            data.len(),
-            n * dim * width
+            "data has {} bytes, shape ({n}, {dim}) needs {needed}",
+            data.len()
         ));
     }
     let values = if width == 8 {
@@ -239,19 +256,37 @@ pub fn npy_bytes_shaped(values: &[f64], shape: &[usize]) -> Vec<u8> {
     out
 }
 
-/// Writes `points` as `.npy` (by extension) or CSV with an `x0,x1,..` header.
-pub fn write_points(path: &Path, points: &PointSet) -> std::io::Result<()> {
-    if path.extension().is_some_and(|e| e == "npy") {
-        return std::fs::write(path, npy_bytes(points));
+/// Creates the folder `path` will be written into, if missing (every output file the CLI
+/// writes goes through this, so `--out new/dir/x.png` works); the error names the folder.
+pub fn create_parent_dir(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
+            .map_err(|e| file_error(dir, format!("cannot create the output folder: {e}"))),
+        _ => Ok(()),
     }
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+}
+
+/// Writes `bytes` to `path`, creating its folder; the error names the file.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    create_parent_dir(path)?;
+    std::fs::write(path, bytes).map_err(|e| file_error(path, e.to_string()))
+}
+
+/// Writes `points` as `.npy` (by extension) or CSV with an `x0,x1,..` header.
+pub fn write_points(path: &Path, points: &PointSet) -> Result<()> {
+    if path.extension().is_some_and(|e| e == "npy") {
+        return write_file(path, &npy_bytes(points));
+    }
+    let mut text = String::new();
     let header: Vec<String> = (0..points.dim).map(|k| format!("x{k}")).collect();
-    writeln!(f, "{}", header.join(","))?;
+    text += &header.join(",");
+    text.push('\n');
     for row in points.values.chunks(points.dim) {
         let fields: Vec<String> = row.iter().map(|v| format!("{v}")).collect();
-        writeln!(f, "{}", fields.join(","))?;
+        text += &fields.join(",");
+        text.push('\n');
     }
-    f.flush()
+    write_file(path, text.as_bytes())
 }
 
 #[cfg(test)]
@@ -289,6 +324,56 @@ mod tests {
         assert_eq!((q.dim, q.values), (1, vec![1.5, -2.0]));
         b.pop();
         assert!(parse_npy(&b).unwrap_err().contains("bytes"));
+    }
+
+    /// A `.npy` buffer with the version-1 preamble and this header text (no padding).
+    fn npy_with_header(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn malformed_npy_headers_are_errors_that_say_what_is_wrong() {
+        let header = |shape: &str| {
+            format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}\n")
+        };
+        for (shape, want) in [
+            ("), (", "shape"),
+            ("3", "shape"),
+            ("\u{e9}2,)", "shape"),
+            ("(x,)", "bad shape entry"),
+            ("(4611686018427387904, 4611686018427387904)", "too large"),
+            ("(2305843009213693952,)", "too large"),
+        ] {
+            let bytes = npy_with_header(&header(shape), &[0; 16]);
+            let err = parse_npy(&bytes).unwrap_err();
+            assert!(err.contains(want), "shape {shape:?}: {err}");
+        }
+        // A version-2 preamble cut before its 4-byte header length.
+        let err = parse_npy(b"\x93NUMPY\x02\x00\x10\x00").unwrap_err();
+        assert!(err.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn writers_create_the_missing_parent_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = PointSet {
+            dim: 2,
+            values: vec![1.0, 2.0],
+        };
+        for name in ["a/b/points.csv", "c/points.npy"] {
+            let path = tmp.path().join(name);
+            write_points(&path, &p).unwrap();
+            assert_eq!(load_points(&path).unwrap(), p);
+        }
+        // A parent that cannot be created (a file is in the way) is named in the error.
+        std::fs::write(tmp.path().join("file"), "x").unwrap();
+        let blocked = tmp.path().join("file/sub/points.csv");
+        let err = write_points(&blocked, &p).unwrap_err().to_string();
+        assert!(err.contains("file/sub"), "{err}");
     }
 
     #[test]

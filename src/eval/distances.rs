@@ -74,9 +74,13 @@ fn sq_dist(x: &[f64], y: &[f64]) -> f64 {
     x.iter().zip(y).map(|(a, b)| (a - b).powi(2)).sum()
 }
 
-/// The median pairwise Euclidean distance of the first (up to) 1000 points of `x`.
+/// The median pairwise Euclidean distance of the first (up to) 1000 points of `x`; 0 for
+/// fewer than two points (callers check sizes first: [`super::check_sizes`]).
 pub fn median_distance(x: &[f64], dim: usize) -> f64 {
     let m = (x.len() / dim).min(1000);
+    if m < 2 {
+        return 0.0;
+    }
     let mut d = Vec::with_capacity(m * (m - 1) / 2);
     for i in 0..m {
         for j in i + 1..m {

@@ -7,4 +7,4 @@ pub mod frechet;
 pub mod report;
 
 pub use distances::{median_distance, mmd_rbf, sliced_wasserstein};
-pub use report::{evaluate, evaluate_with, EvalOptions, EvalReport, Stat};
+pub use report::{check_sizes, evaluate, evaluate_with, EvalOptions, EvalReport, Stat};

@@ -6,7 +6,7 @@
 use super::distances::{median_distance, mmd_rbf, sliced_wasserstein};
 use crate::data::DataSource;
 use crate::denoiser::Denoiser;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::oracle::GaussianMixture;
 use crate::sample::registry::{sample, SamplerConfig};
 use crate::schedule::Schedule;
@@ -128,6 +128,21 @@ pub fn evaluate<D: Denoiser + ?Sized>(
     evaluate_with(draw, name, steps, data, opts)
 }
 
+/// Checks the sizes of an evaluation: at least 2 samples per seed (distances and the median
+/// bandwidth compare points pairwise) and at least one seed (else every mean is 0/0).
+pub fn check_sizes(n: usize, num_seeds: u64) -> Result<()> {
+    if n < 2 {
+        return Err(Error::config(
+            "n",
+            format!("{n} samples per seed: need at least 2 (distances compare point pairs)"),
+        ));
+    }
+    if num_seeds == 0 {
+        return Err(Error::config("seeds", "0 seeds: need at least 1"));
+    }
+    Ok(())
+}
+
 /// Evaluates the samples `draw(seed)` returns (`opts.n` rows) against `data`; `sampler` and
 /// `steps` label the report.
 pub fn evaluate_with<F: FnMut(u64) -> Result<Vec<f64>>>(
@@ -137,6 +152,7 @@ pub fn evaluate_with<F: FnMut(u64) -> Result<Vec<f64>>>(
     data: &DataSource,
     opts: &EvalOptions,
 ) -> Result<EvalReport> {
+    check_sizes(opts.n, opts.num_seeds)?;
     let d = data.dim();
     let k = opts.bandwidth_fractions.len();
     let (mut sw, mut sw_floor) = (Vec::new(), Vec::new());
@@ -207,4 +223,45 @@ pub fn evaluate_with<F: FnMut(u64) -> Result<Vec<f64>>>(
             .mixture_loglik
             .then(|| (Stat::of(&ll), Stat::of(&ll_data))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::ToyDataset;
+    use crate::sample::registry::SamplerKind;
+
+    fn options(n: usize, num_seeds: u64) -> EvalOptions {
+        EvalOptions {
+            sampler: SamplerConfig::new(SamplerKind::Ddim, 10),
+            n,
+            num_seeds,
+            seed: 0,
+            bandwidth_fractions: vec![0.5, 1.0],
+            mixture_loglik: true,
+        }
+    }
+
+    /// Evaluates fresh data as if it were the model's samples.
+    fn evaluate_data(opts: &EvalOptions) -> Result<EvalReport> {
+        let data = DataSource::Toy(ToyDataset::Mixture);
+        let draw = |seed: u64| Ok(data.sample(opts.n, seed, 7));
+        evaluate_with(draw, "data", 0, &data, opts)
+    }
+
+    #[test]
+    fn too_few_samples_or_seeds_are_errors_naming_the_value() {
+        for (n, seeds, name) in [(0, 2, "n"), (1, 2, "n"), (10, 0, "seeds")] {
+            match evaluate_data(&options(n, seeds)) {
+                Err(crate::Error::InvalidConfig { name: got, reason }) => {
+                    assert_eq!(got, name, "n = {n}, seeds = {seeds}: {reason}")
+                }
+                other => panic!("n = {n}, seeds = {seeds}: expected an error, got {other:?}"),
+            }
+        }
+        // The smallest valid sizes give finite numbers.
+        let report = evaluate_data(&options(2, 1)).unwrap();
+        assert!(report.sliced_wasserstein.model.mean.is_finite());
+        assert!(report.mmd.iter().all(|m| m.value.model.mean.is_finite()));
+    }
 }

@@ -34,6 +34,21 @@ impl SdeConfig {
         }
     }
 
+    /// Checks every parameter (a config.json is user input); the error names the parameter
+    /// (`sde.sigma_min`, ...). sigma_min = 0, say, would make every VE quantity NaN.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            SdeConfig::Vp(VpSde { beta_min, beta_max })
+            | SdeConfig::Subvp(SubVpSde {
+                vp: VpSde { beta_min, beta_max },
+            }) => VpSde::new(beta_min, beta_max).map(|_| ()),
+            SdeConfig::Ve(VeSde {
+                sigma_min,
+                sigma_max,
+            }) => VeSde::new(sigma_min, sigma_max).map(|_| ()),
+        }
+    }
+
     /// The SDE as a trait object.
     pub fn build(&self) -> Box<dyn Sde> {
         match *self {
@@ -66,8 +81,8 @@ pub enum SdeSampler {
 
 impl SdeSampler {
     /// `em`, `pc`, `ode` with `steps` (ignored by `ode`, which uses the SPEC tolerances and
-    /// the SDE's sampling eps).
-    pub fn from_name(name: &str, steps: usize, sde: &SdeConfig) -> Result<Self> {
+    /// stops at `eps`, the SDE's sampling eps: [`SdeConfig::sampling_eps`]).
+    pub fn from_name(name: &str, steps: usize, eps: f64) -> Result<Self> {
         if steps == 0 && name != "ode" {
             return Err(Error::config("steps", "must be at least 1"));
         }
@@ -79,7 +94,7 @@ impl SdeSampler {
             }),
             "ode" => Ok(SdeSampler::Ode {
                 options: OdeOptions {
-                    eps: sde.sampling_eps(),
+                    eps,
                     ..OdeOptions::default()
                 },
             }),
@@ -126,6 +141,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_sde_parameter_is_validated_by_name() {
+        let vp = |beta_min, beta_max| VpSde { beta_min, beta_max };
+        let ve = |sigma_min, sigma_max| VeSde {
+            sigma_min,
+            sigma_max,
+        };
+        let cases = [
+            (SdeConfig::Ve(ve(0.0, 50.0)), "sde.sigma_min"),
+            (SdeConfig::Ve(ve(-1.0, 50.0)), "sde.sigma_min"),
+            (SdeConfig::Ve(ve(f64::NAN, 50.0)), "sde.sigma_min"),
+            (SdeConfig::Ve(ve(0.01, 0.01)), "sde.sigma_max"),
+            (SdeConfig::Ve(ve(0.01, f64::INFINITY)), "sde.sigma_max"),
+            (SdeConfig::Vp(vp(0.0, 20.0)), "sde.beta_min"),
+            (SdeConfig::Vp(vp(f64::NAN, 20.0)), "sde.beta_min"),
+            (SdeConfig::Vp(vp(0.1, 0.05)), "sde.beta_max"),
+            (SdeConfig::Vp(vp(0.1, f64::INFINITY)), "sde.beta_max"),
+            (
+                SdeConfig::Subvp(SubVpSde { vp: vp(0.0, 20.0) }),
+                "sde.beta_min",
+            ),
+        ];
+        for (cfg, want) in cases {
+            match cfg.validate() {
+                Err(Error::InvalidConfig { name, reason }) => {
+                    assert_eq!(name, want, "{cfg:?}: {reason}")
+                }
+                other => panic!("{cfg:?}: expected an error naming {want}, got {other:?}"),
+            }
+        }
+        for name in ["vp", "subvp", "ve"] {
+            SdeConfig::from_name(name).unwrap().validate().unwrap();
+        }
+    }
+
+    #[test]
     fn names_parse_and_configs_round_trip() {
         for name in ["vp", "subvp", "ve"] {
             let c = SdeConfig::from_name(name).unwrap();
@@ -134,12 +184,12 @@ mod tests {
             assert_eq!(serde_json::from_str::<SdeConfig>(&json).unwrap(), c);
         }
         assert!(SdeConfig::from_name("vpp").is_err());
-        let vp = SdeConfig::from_name("vp").unwrap();
+        let vp = SdeConfig::from_name("vp").unwrap().sampling_eps();
         assert!(matches!(
-            SdeSampler::from_name("pc", 10, &vp).unwrap(),
+            SdeSampler::from_name("pc", 10, vp).unwrap(),
             SdeSampler::Pc { steps: 10, .. }
         ));
-        assert!(SdeSampler::from_name("heun", 10, &vp).is_err());
-        assert!(SdeSampler::from_name("em", 0, &vp).is_err());
+        assert!(SdeSampler::from_name("heun", 10, vp).is_err());
+        assert!(SdeSampler::from_name("em", 0, vp).is_err());
     }
 }

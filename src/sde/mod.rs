@@ -6,7 +6,8 @@
 //! The reverse SDE and the probability-flow ODE are derived once, in [`Reverse`], from any
 //! [`Sde`] and any [`ScoreFn`]; samplers and the likelihood only see those two traits.
 //!
-//! Implementations: [`VpSde`] (continuous DDPM), [`SubVpSde`], [`VeSde`] (continuous NCSN).
+//! Implementations: [`VpSde`] (continuous DDPM), [`ScheduleVpSde`] (the VP SDE of any discrete
+//! schedule), [`SubVpSde`], [`VeSde`] (continuous NCSN).
 
 pub mod config;
 pub mod score;
@@ -22,7 +23,7 @@ pub use score::{
 };
 pub use subvp::SubVpSde;
 pub use ve::VeSde;
-pub use vp::VpSde;
+pub use vp::{ScheduleVpSde, VpSde};
 
 use crate::rng::NoiseSource;
 use burn::tensor::Tensor;

@@ -32,12 +32,18 @@ impl Default for VeSde {
 }
 
 impl VeSde {
-    /// Validated construction: 0 < sigma_min < sigma_max.
+    /// Validated construction: 0 < sigma_min < sigma_max < inf; the error names the parameter.
     pub fn new(sigma_min: f64, sigma_max: f64) -> Result<Self> {
-        if !(sigma_min > 0.0 && sigma_max > sigma_min && sigma_max.is_finite()) {
+        if !(sigma_min > 0.0 && sigma_min.is_finite()) {
             return Err(Error::config(
-                "ve sde",
-                format!("need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}"),
+                "sde.sigma_min",
+                format!("{sigma_min}: must be finite and > 0"),
+            ));
+        }
+        if !(sigma_max > sigma_min && sigma_max.is_finite()) {
+            return Err(Error::config(
+                "sde.sigma_max",
+                format!("{sigma_max}: must be finite and > sigma_min = {sigma_min}"),
             ));
         }
         Ok(VeSde {

@@ -127,6 +127,9 @@ impl RunConfig {
         self.model.validate()?;
         self.schedule.build()?;
         self.train.loss.validate()?;
+        if let Some(sde) = &self.sde {
+            sde.validate()?;
+        }
         if self.prediction == PredictionType::Score {
             return Err(Error::config(
                 "prediction",

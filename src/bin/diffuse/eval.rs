@@ -2,11 +2,11 @@
 //! data, each next to the data-vs-data floor, over several seeds; exact log-likelihood for the
 //! oracle mixture. Prints a table and writes JSON.
 
-use crate::run_dir::{open, sampler_config, Run, SamplerChoice, SDE_SAMPLERS};
-use anyhow::Context;
+use crate::run_dir::{open, sampler_config, Run, RunSde, SamplerChoice, SDE_SAMPLERS};
 use burn::tensor::{DType, Device};
+use diffuse::data::file::write_file;
 use diffuse::data::{DataSpec, ToyDataset};
-use diffuse::eval::{evaluate_with, EvalOptions};
+use diffuse::eval::{check_sizes, evaluate_with, EvalOptions};
 use diffuse::likelihood::{bits_per_dim, mean_ci95, pf_ode_log_likelihood};
 use diffuse::oracle::GaussianMixture;
 use diffuse::sde::score::Probe;
@@ -60,14 +60,27 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::default();
     let run = open(&args.run, args.raw, &device)?;
-    if run.config.model.image_shape().is_some() {
+    let images = run.config.model.image_shape().is_some();
+    let default_sizes = if images { (500, 3) } else { (4000, 5) };
+    let (n, seeds) = (
+        args.n.unwrap_or(default_sizes.0),
+        args.seeds.unwrap_or(default_sizes.1),
+    );
+    check_sizes(n, seeds)?;
+    if args.nll && args.nll_points < 2 {
+        anyhow::bail!(
+            "--nll-points {}: need at least 2 points for a confidence interval",
+            args.nll_points
+        );
+    }
+    if images {
         return crate::eval_images::run(
             &run,
             &crate::eval_images::ImageEvalArgs {
                 run_dir: &args.run,
                 sampler: &args.sampler,
-                n: args.n.unwrap_or(500),
-                seeds: args.seeds.unwrap_or(3),
+                n,
+                seeds,
                 seed: args.seed,
                 guidance: args.guidance,
                 classifier: args.classifier.clone(),
@@ -75,7 +88,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             },
         );
     }
-    let (n, seeds) = (args.n.unwrap_or(4000), args.seeds.unwrap_or(5));
     let choice = &args.sampler;
     let sampler = match SDE_SAMPLERS.contains(&choice.name.as_str()) {
         // The registry config only labels discrete runs; SDE samplers are drawn by name.
@@ -143,8 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         json["nll"] = nll(&run, &data, &args)?;
     }
     let out = args.out.unwrap_or_else(|| args.run.join("eval.json"));
-    std::fs::write(&out, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", out.display()))?;
+    write_file(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }
@@ -171,21 +182,28 @@ fn nll(
             "Hutchinson x4".to_string(),
         )
     };
-    let sde_cfg = run.sde_config();
-    let sde = sde_cfg.build();
+    let RunSde {
+        sde,
+        likelihood_eps,
+        ..
+    } = run.score_sde()?;
+    let options = OdeOptions {
+        eps: likelihood_eps,
+        ..OdeOptions::default()
+    };
     let like = run.with_score(&net, &*sde, |score| {
-        pf_ode_log_likelihood(&*sde, score, &x, &divergence, &OdeOptions::default())
+        pf_ode_log_likelihood(&*sde, score, &x, &divergence, &options)
     });
     let nll: Vec<f64> = like.log_p.iter().map(|l| -l).collect();
     let (mean, ci) = mean_ci95(&nll);
     println!(
-        "NLL (PF-ODE, {} SDE, {how}, rtol=atol=1e-5, {n} points): {mean:.4} ± {ci:.4} nats/sample = {:.4} bits/dim (continuous data: no dequantisation offset), NFE {}",
+        "NLL (PF-ODE, {} SDE from t = {likelihood_eps}, {how}, rtol=atol=1e-5, {n} points): {mean:.4} ± {ci:.4} nats/sample = {:.4} bits/dim (continuous data: no dequantisation offset), NFE {}",
         sde.name(),
         bits_per_dim(-mean, d, false),
         like.stats.nfe
     );
     let mut out = serde_json::json!({
-        "sde": sde.name(), "divergence": how, "points": n,
+        "sde": sde.name(), "t_min": likelihood_eps, "divergence": how, "points": n,
         "nll_nats": mean, "ci95_nats": ci, "bits_per_dim": bits_per_dim(-mean, d, false),
         "nfe": like.stats.nfe,
     });

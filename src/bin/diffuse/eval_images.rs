@@ -258,9 +258,17 @@ fn bits_per_dim_line(
                 .collect();
             let x = from_rows(deq, m, d, &device, DType::F32);
             let divergence = Divergence::hutchinson(Probe::Rademacher, 1, &x, args.seed);
-            let sde = run.sde_config().build();
+            let crate::run_dir::RunSde {
+                sde,
+                likelihood_eps,
+                ..
+            } = run.score_sde()?;
+            let options = OdeOptions {
+                eps: likelihood_eps,
+                ..OdeOptions::default()
+            };
             let like = run.with_score(&net, &*sde, |score| {
-                pf_ode_log_likelihood(&*sde, score, &x, &divergence, &OdeOptions::default())
+                pf_ode_log_likelihood(&*sde, score, &x, &divergence, &options)
             });
             let bpd = like
                 .log_p

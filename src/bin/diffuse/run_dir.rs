@@ -13,7 +13,8 @@ use diffuse::schedule::Schedule;
 use diffuse::sde::score::{
     DenoiserScore, NetworkScore, ScoreOutput, TimeInput, NETWORK_TIME_SCALE,
 };
-use diffuse::sde::{ScoreFn, Sde, SdeConfig, SdeSampler, VpSde};
+use diffuse::sde::solvers::OdeOptions;
+use diffuse::sde::{ScheduleVpSde, ScoreFn, Sde, SdeSampler};
 use diffuse::tensor::from_rows;
 use diffuse::train::checkpoint::{load_config, load_model};
 use diffuse::train::RunConfig;
@@ -21,6 +22,15 @@ use std::path::Path;
 
 /// The SDE samplers' names.
 pub const SDE_SAMPLERS: [&str; 3] = ["em", "pc", "ode"];
+
+/// The SDE a run's score is read under ([`Run::score_sde`]).
+pub struct RunSde {
+    pub sde: Box<dyn Sde>,
+    /// The time the SDE samplers stop at.
+    pub sampling_eps: f64,
+    /// The time the PF-ODE likelihood starts at (the data's time).
+    pub likelihood_eps: f64,
+}
 
 /// A trained run, ready to sample.
 pub struct Run {
@@ -57,10 +67,29 @@ pub fn open(dir: &Path, raw: bool, device: &Device) -> anyhow::Result<Run> {
 }
 
 impl Run {
-    /// The SDE a score sampler or the likelihood integrates: the run's own SDE, or for a
-    /// discrete model the VP SDE whose discretisation is DDPM's linear schedule (SPEC §6).
-    pub fn sde_config(&self) -> SdeConfig {
-        self.config.sde.unwrap_or(SdeConfig::Vp(VpSde::default()))
+    /// The SDE a score sampler or the likelihood integrates, and where in time they end:
+    /// the run's own SDE (samplers stop at its sampling eps, the likelihood starts at 1e-5,
+    /// SPEC §6), or for a discrete model the VP SDE of the run's own schedule from its first
+    /// step t = 1/T ([`ScheduleVpSde`]), so that the network is only asked about the noise
+    /// levels it was trained at. A zero-terminal-SNR schedule has no such SDE: an error.
+    pub fn score_sde(&self) -> anyhow::Result<RunSde> {
+        Ok(match self.config.sde {
+            Some(cfg) => RunSde {
+                sde: cfg.build(),
+                sampling_eps: cfg.sampling_eps(),
+                likelihood_eps: OdeOptions::default().eps,
+            },
+            None => {
+                let sde = ScheduleVpSde::new(&self.schedule)
+                    .context("reading this discrete model as a score (SDE samplers, --nll)")?;
+                let t_min = sde.first_step_time();
+                RunSde {
+                    sde: Box::new(sde),
+                    sampling_eps: t_min,
+                    likelihood_eps: t_min,
+                }
+            }
+        })
     }
 
     /// Calls `f` with the run's score function on `net` (the run's MLP on some device):
@@ -135,20 +164,14 @@ impl Run {
                     SDE_SAMPLERS.join(", ")
                 );
             }
-            let sde_cfg = self.sde_config();
-            let sde = sde_cfg.build();
-            let chosen = SdeSampler::from_name(sampler, steps, &sde_cfg)?;
+            let RunSde {
+                sde, sampling_eps, ..
+            } = self.score_sde()?;
+            let chosen = SdeSampler::from_name(sampler, steps, sampling_eps)?;
             let like = from_rows(vec![0.0; n * d], n, d, &device, DType::F32);
             let mut noise = SampleRng::new(seed, 0, n);
             let out = self.with_score(&self.denoiser.net, &*sde, |score| {
-                chosen.sample(
-                    &*sde,
-                    sde_cfg.sampling_eps(),
-                    score,
-                    &like,
-                    &mut noise,
-                    callback,
-                )
+                chosen.sample(&*sde, sampling_eps, score, &like, &mut noise, callback)
             });
             return Ok(out);
         }

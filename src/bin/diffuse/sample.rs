@@ -6,7 +6,7 @@
 use crate::run_dir::{open, SamplerChoice};
 use anyhow::Context;
 use burn::tensor::Device;
-use diffuse::data::file::{npy_bytes_shaped, write_points};
+use diffuse::data::file::{npy_bytes_shaped, write_file, write_points};
 use diffuse::data::{DataSpec, PointSet};
 use diffuse::sample::StepInfo;
 use diffuse::tensor::to_vec;
@@ -99,8 +99,7 @@ fn run_images(args: &Args, run: &crate::run_dir::Run, shape: [usize; 3]) -> anyh
     eprintln!("wrote {}", args.out.display());
     if let Some(path) = &args.npy {
         let [c, h, w] = shape;
-        std::fs::write(path, npy_bytes_shaped(&images, &[args.n, c, h, w]))
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_file(path, &npy_bytes_shaped(&images, &[args.n, c, h, w]))?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &args.trajectory {

@@ -111,7 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     p.display()
                 ),
             };
-            std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
+            diffuse::data::file::write_file(p, text.as_bytes())?;
             eprintln!("wrote {}", p.display());
         }
         None if args.plot.is_none() => std::io::stdout().write_all(csv(first).as_bytes())?,

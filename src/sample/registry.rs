@@ -7,6 +7,7 @@ use super::dpm_solver::sample_dpmpp_2m;
 use super::grid::{discrete_grid, discrete_timesteps, dpm_solver_grid, sigma_space_grid, Spacing};
 pub use super::karras::Churn;
 use super::karras::{sample_euler, sample_euler_ancestral, sample_heun};
+use super::sigma_grid::TimeOfSigma;
 use super::{Callback, ClippedX0, X0Clip};
 use crate::denoiser::Denoiser;
 use crate::error::{Error, Result};
@@ -306,13 +307,15 @@ pub fn run<D: Denoiser + ?Sized>(
                 clip: cfg.clip,
             };
             let grid = sigma_space_grid(schedule, cfg.spacing, cfg.steps, 0, cfg.karras);
+            let time = TimeOfSigma::index(schedule);
             let x = x_t.mul_scalar(grid[0].sigma.hypot(1.0));
+            let churn = &cfg.churn;
             match cfg.kind {
                 SamplerKind::Euler => {
-                    sample_euler(denoiser, x, &grid, &cfg.churn, noise, labels, callback)
+                    sample_euler(denoiser, x, &grid, churn, &time, noise, labels, callback)
                 }
                 SamplerKind::Heun => {
-                    sample_heun(denoiser, x, &grid, &cfg.churn, noise, labels, callback)
+                    sample_heun(denoiser, x, &grid, churn, &time, noise, labels, callback)
                 }
                 _ => sample_euler_ancestral(denoiser, x, &grid, cfg.eta, noise, labels, callback),
             }

@@ -80,7 +80,8 @@ pub enum X0Clip {
     /// Clamp to [-range, range].
     Clip { range: f64 },
     /// Imagen's dynamic thresholding: per sample, s = the `ratio` quantile of |x0|, clamped to
-    /// [1, max_value]; x0 <- clamp(x0, -s, s) / s.
+    /// [1, max_value] as diffusers' `torch.clamp(q, min=1, max=max_value)` does (so s =
+    /// max_value when max_value < 1); x0 <- clamp(x0, -s, s) / s.
     Dynamic { ratio: f64, max_value: f64 },
 }
 
@@ -97,7 +98,7 @@ impl X0Clip {
                 for row in v.chunks(d) {
                     let mut abs: Vec<f64> = row.iter().map(|x| x.abs()).collect();
                     abs.sort_by(f64::total_cmp);
-                    let s = quantile_sorted(&abs, ratio).clamp(1.0, max_value);
+                    let s = clamp_min_then_max(quantile_sorted(&abs, ratio), 1.0, max_value);
                     out.extend(row.iter().map(|x| x.clamp(-s, s) / s));
                 }
                 crate::tensor::from_rows_like(out, &x0)
@@ -126,6 +127,12 @@ impl<D: crate::denoiser::Denoiser> crate::denoiser::Denoiser for ClippedX0<D> {
         out.x0 = self.clip.apply(out.x0);
         out
     }
+}
+
+/// `torch.clamp(x, min, max)`: the lower bound first, then the upper one, so `max` wins when
+/// `min > max` (where `f64::clamp` panics).
+fn clamp_min_then_max(x: f64, min: f64, max: f64) -> f64 {
+    x.max(min).min(max)
 }
 
 /// Linear-interpolation quantile of sorted values (numpy's default method).

@@ -188,3 +188,24 @@ fn thresholding_with_sample_max_value_below_one_runs_every_sampler() {
         }
     }
 }
+
+#[test]
+fn negative_clip_ranges_are_refused_by_value() {
+    // A negative clip_sample_range (clamp(-r, r) with r < 0 panicked in the samplers) and
+    // out-of-range thresholding parameters are config errors naming the value.
+    for (json, needle) in [
+        (r#"{"clip_sample": true, "clip_sample_range": -1.0}"#, "-1"),
+        (
+            r#"{"thresholding": true, "dynamic_thresholding_ratio": 1.5}"#,
+            "1.5",
+        ),
+        (r#"{"thresholding": true, "sample_max_value": -2.0}"#, "-2"),
+    ] {
+        let err = parse(json).check_supported().unwrap_err().to_string();
+        assert!(err.contains(needle), "{json}: {err}");
+    }
+    // Off, the range is not used and not checked (diffusers' default configs carry one).
+    parse(r#"{"clip_sample": false, "clip_sample_range": -1.0}"#)
+        .check_supported()
+        .unwrap();
+}

@@ -86,6 +86,27 @@ pub enum X0Clip {
 }
 
 impl X0Clip {
+    /// Checks the parameters: a clip range > 0, a dynamic ratio in (0, 1] and a max_value > 0
+    /// (NaN fails every check).
+    pub fn validate(&self) -> crate::error::Result<()> {
+        let bad = |name, reason: String| Err(crate::error::Error::config(name, reason));
+        match *self {
+            X0Clip::None => Ok(()),
+            X0Clip::Clip { range } if !(range > 0.0) => {
+                bad("clip", format!("range {range} must be > 0"))
+            }
+            X0Clip::Dynamic { ratio, .. } if !(ratio > 0.0 && ratio <= 1.0) => bad(
+                "dynamic thresholding",
+                format!("ratio {ratio} must be in (0, 1]"),
+            ),
+            X0Clip::Dynamic { max_value, .. } if !(max_value > 0.0) => bad(
+                "dynamic thresholding",
+                format!("sample_max_value {max_value} must be > 0"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// Applies the clipping to a batch of x_0 predictions.
     pub fn apply(&self, x0: Tensor<2>) -> Tensor<2> {
         match *self {

@@ -35,7 +35,8 @@ fn mu_theta_from_any_prediction_is_the_posterior_mean() {
                 s.alpha_bar[t],
                 s.alpha_bar_prev(t),
                 VarianceType::FixedSmall,
-            );
+            )
+            .unwrap();
             for (g, w) in to_vec(&mean).iter().zip(&want) {
                 assert!(
                     (g - w).abs() < 1e-9 * (1.0 + w.abs()),

@@ -316,6 +316,7 @@ impl DiffusersSchedulerConfig {
             ));
         }
         self.sigma_grid_options()?;
+        self.clip().validate()?;
         if class == "DPMSolverMultistepScheduler" || class.is_empty() {
             self.dpm_solver_options()?;
             self.dpm_grid_options()?;

@@ -23,6 +23,7 @@ use diffuse::sample::dpm_solver::sample_dpmpp_2m;
 use diffuse::sample::grid::{ddim_inversion_grid, discrete_grid, discrete_timesteps, Spacing};
 use diffuse::sample::karras::{sample_euler, sample_heun, Churn};
 use diffuse::sample::registry::{sample, SamplerConfig, SamplerKind};
+use diffuse::sample::sigma_grid::TimeOfSigma;
 use diffuse::sample::StepInfo;
 use diffuse::schedule::{karras_sigmas, Schedule, ScheduleConfig};
 use diffuse::tensor::{from_rows, to_vec};
@@ -119,6 +120,58 @@ fn callbacks_and_nfe() {
         assert_eq!(seen.len(), 7, "{spec}: callbacks");
         assert!(seen.iter().enumerate().all(|(k, s)| s.0 == k && s.1 == 7));
         assert_eq!(seen[6].2, 0.0, "{spec}: final level");
+    }
+}
+
+/// A denoiser that uses the timestep: it checks that every call's time input `t` is the
+/// schedule's timestep of the call's `sigma` (a discrete-time network reads its noise level
+/// from t alone), recording the worst mismatch in steps.
+struct TimeChecked<'a> {
+    inner: &'a GaussianMixture,
+    schedule: &'a Schedule,
+    worst: std::cell::Cell<(f64, NoiseLevel)>,
+}
+
+impl Denoiser for TimeChecked<'_> {
+    fn denoise(&self, x_t: &Tensor<2>, levels: &[NoiseLevel], labels: Option<&[i64]>) -> Denoised {
+        for &level in levels {
+            let off = (self.schedule.sigma_to_t(level.sigma) - level.t).abs();
+            if off > self.worst.get().0 {
+                self.worst.set((off, level));
+            }
+        }
+        self.inner.denoise(x_t, levels, labels)
+    }
+}
+
+#[test]
+fn every_sampler_gives_the_network_the_timestep_of_its_sigma() {
+    // Bug 1 of issue 12: churn evaluated the denoiser at sigma_hat with the un-churned t, a
+    // timestep ~40% off in sigma. Bound: under 1 step. The grids place sigma by linear
+    // interpolation of the sigma table at fractional t (linspace) while `sigma_to_t` inverts by
+    // log-sigma interpolation, so both land in the same unit interval; DPM-Solver rounds
+    // recovered timesteps (+-0.5); discrete grids and recovered Karras timesteps are exact.
+    let (gm, s) = (GaussianMixture::toy_2d(), linear());
+    for spec in SPECS {
+        for steps in [8, 25] {
+            let cfg = SamplerConfig::parse(spec, steps).unwrap();
+            let den = TimeChecked {
+                inner: &gm,
+                schedule: &s,
+                worst: std::cell::Cell::new((0.0, NoiseLevel::clean())),
+            };
+            let dev = Device::default();
+            sample(&cfg, &den, &s, 4, 2, &dev, DType::F64, 2, 0, None, None).unwrap();
+            let (off, level) = den.worst.get();
+            assert!(
+                off < 1.0,
+                "{spec} @ {steps} steps: the network saw t = {} at sigma = {} (timestep {}), \
+                 {off:.2} steps off",
+                level.t,
+                level.sigma,
+                s.sigma_to_t(level.sigma)
+            );
+        }
     }
 }
 
@@ -286,6 +339,8 @@ fn solve(name: &str, gm: &GaussianMixture, x: &Tensor<2>, n: usize) -> Vec<f64> 
     let grid = karras_levels(n);
     let ve = || x.clone().mul_scalar(grid[0].sigma.hypot(1.0));
     let mut none = Replay(VecDeque::new());
+    // No churn: the time map is never consulted (the oracle ignores t).
+    let (no_churn, time) = (Churn::default(), TimeOfSigma::index(&linear()));
     let out = match name {
         "ddim" => sample_ddim(
             gm,
@@ -296,8 +351,8 @@ fn solve(name: &str, gm: &GaussianMixture, x: &Tensor<2>, n: usize) -> Vec<f64> 
             None,
             None,
         ),
-        "euler" => sample_euler(gm, ve(), &grid, &Churn::default(), &mut none, None, None),
-        "heun" => sample_heun(gm, ve(), &grid, &Churn::default(), &mut none, None, None),
+        "euler" => sample_euler(gm, ve(), &grid, &no_churn, &time, &mut none, None, None),
+        "heun" => sample_heun(gm, ve(), &grid, &no_churn, &time, &mut none, None, None),
         "dpmpp-2m" => sample_dpmpp_2m(gm, x.clone(), &grid, None, None),
         _ => unreachable!(),
     };

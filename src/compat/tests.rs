@@ -159,3 +159,53 @@ fn missing_keys_take_the_class_defaults() {
     assert_eq!(dpm.timestep_spacing, "linspace");
     assert_eq!(parse("{}").timestep_spacing, "leading");
 }
+
+#[test]
+fn thresholding_with_sample_max_value_below_one_runs_every_sampler() {
+    // Bug 2 of issue 12: diffusers computes s = torch.clamp(q, min=1, max=sample_max_value),
+    // which is sample_max_value when it is < 1; f64::clamp(1, 0.5) panicked instead. The config
+    // is accepted, and every sampler runs with it: x0_hat is clamp(x0, -0.5, 0.5) / 0.5, so the
+    // DDPM and DDIM samples (x_0 = the last x0_hat, the last level being clean) lie in [-1, 1].
+    use crate::oracle::GaussianMixture;
+    use crate::sample::registry::{sample, SamplerConfig, SamplerKind};
+    use burn::tensor::{DType, Device};
+    let cfg = parse(
+        r#"{"_class_name": "DDPMScheduler", "thresholding": true,
+            "dynamic_thresholding_ratio": 0.995, "sample_max_value": 0.5}"#,
+    );
+    cfg.check_supported().unwrap();
+    let s = cfg.schedule().unwrap();
+    let gm = GaussianMixture::toy_2d().scaled(3.0);
+    for kind in SamplerKind::ALL {
+        let mut sampler = SamplerConfig::new(kind, 6);
+        sampler.clip = cfg.clip();
+        let dev = Device::default();
+        let x = sample(&sampler, &gm, &s, 8, 2, &dev, DType::F64, 1, 0, None, None).unwrap();
+        let x = crate::tensor::to_vec(&x);
+        assert!(x.iter().all(|v| v.is_finite()), "{}: {x:?}", kind.name());
+        if matches!(kind, SamplerKind::Ddpm | SamplerKind::Ddim) {
+            assert!(x.iter().all(|v| v.abs() <= 1.0), "{}: {x:?}", kind.name());
+        }
+    }
+}
+
+#[test]
+fn negative_clip_ranges_are_refused_by_value() {
+    // A negative clip_sample_range (clamp(-r, r) with r < 0 panicked in the samplers) and
+    // out-of-range thresholding parameters are config errors naming the value.
+    for (json, needle) in [
+        (r#"{"clip_sample": true, "clip_sample_range": -1.0}"#, "-1"),
+        (
+            r#"{"thresholding": true, "dynamic_thresholding_ratio": 1.5}"#,
+            "1.5",
+        ),
+        (r#"{"thresholding": true, "sample_max_value": -2.0}"#, "-2"),
+    ] {
+        let err = parse(json).check_supported().unwrap_err().to_string();
+        assert!(err.contains(needle), "{json}: {err}");
+    }
+    // Off, the range is not used and not checked (diffusers' default configs carry one).
+    parse(r#"{"clip_sample": false, "clip_sample_range": -1.0}"#)
+        .check_supported()
+        .unwrap();
+}

@@ -3,6 +3,7 @@
 
 use super::{report, Callback, X0Clip};
 use crate::denoiser::{Denoiser, NoiseLevel};
+use crate::error::{Error, Result};
 use crate::rng::NoiseSource;
 use crate::tensor::lincomb;
 use crate::variance::{fixed_variance, learned_range_log_variance, step_beta, VarianceType};
@@ -29,6 +30,8 @@ pub fn posterior_mean_coefs(alpha_bar_t: f64, alpha_bar_prev: f64) -> (f64, f64)
 
 /// One DDPM step from `x_t` given the denoiser's (already clipped) x0_hat. Returns the mean
 /// mu_theta and the log-variance (scalar for fixed variances, a tensor for learned_range).
+/// A learned variance with no `variance_output` (a model without variance channels) is an
+/// error naming the variance type.
 pub fn ddpm_mean_variance(
     x_t: &Tensor<2>,
     x0_hat: &Tensor<2>,
@@ -36,13 +39,13 @@ pub fn ddpm_mean_variance(
     alpha_bar_t: f64,
     alpha_bar_prev: f64,
     variance: VarianceType,
-) -> (Tensor<2>, StepVariance) {
+) -> Result<(Tensor<2>, StepVariance)> {
     let (c0, ct) = posterior_mean_coefs(alpha_bar_t, alpha_bar_prev);
     let mean = lincomb(&[c0], x0_hat, &[ct], x_t);
     let var = match fixed_variance(variance, alpha_bar_t, alpha_bar_prev) {
         Some(v) => StepVariance::Fixed(v),
         None => {
-            let v = variance_output.expect("a learned variance needs a model variance output");
+            let v = variance_output.ok_or_else(|| missing_variance_output(variance))?;
             let log_var = match variance {
                 VarianceType::LearnedRange => {
                     learned_range_log_variance(v.clone(), alpha_bar_t, alpha_bar_prev)
@@ -52,7 +55,21 @@ pub fn ddpm_mean_variance(
             StepVariance::LogTensor(Box::new(log_var))
         }
     };
-    (mean, var)
+    Ok((mean, var))
+}
+
+fn missing_variance_output(variance: VarianceType) -> Error {
+    let name = serde_json::to_value(variance)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{variance:?}"));
+    Error::config(
+        "variance",
+        format!(
+            "{name} needs a model with a variance output (trained with a learned variance); \
+             this model predicts none: use fixed_small or fixed_large"
+        ),
+    )
 }
 
 /// The variance of one reverse step.
@@ -73,7 +90,8 @@ impl StepVariance {
     }
 }
 
-/// DDPM ancestral sampling along `grid` (levels from noisy to clean, see [`super`]).
+/// DDPM ancestral sampling along `grid` (levels from noisy to clean, see [`super`]). Fails
+/// (before any noise is drawn) when the variance needs a model output the denoiser lacks.
 pub fn sample_ddpm<D: Denoiser + ?Sized>(
     denoiser: &D,
     x: Tensor<2>,
@@ -82,7 +100,7 @@ pub fn sample_ddpm<D: Denoiser + ?Sized>(
     noise: &mut dyn NoiseSource,
     labels: Option<&[i64]>,
     mut callback: Callback,
-) -> Tensor<2> {
+) -> Result<Tensor<2>> {
     let steps = grid.len() - 1;
     let mut x = x;
     for k in 0..steps {
@@ -96,7 +114,7 @@ pub fn sample_ddpm<D: Denoiser + ?Sized>(
             cur.alpha_bar(),
             next.alpha_bar(),
             options.variance,
-        );
+        )?;
         x = if k + 1 < steps {
             let z = noise.noise_like(&mean);
             var.add_noise(mean, z)
@@ -105,7 +123,7 @@ pub fn sample_ddpm<D: Denoiser + ?Sized>(
         };
         report(&mut callback, k, steps, next, &x, &x0_hat);
     }
-    x
+    Ok(x)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! The grid builders ([`super::grid::sigma_space_grid`]) move such a level to
 //! alpha_bar = 2^-24 (sigma ~ 4096), as diffusers does; these samplers panic on sigma = +inf.
 
+use super::sigma_grid::TimeOfSigma;
 use super::{report, Callback};
 use crate::denoiser::{Denoiser, NoiseLevel};
 use crate::rng::NoiseSource;
@@ -86,13 +87,18 @@ impl Churn {
     }
 
     /// Raises `x` from `level` to `sigma_hat = sigma (1 + gamma)`:
-    /// `x_hat = x + sqrt(sigma_hat^2 - sigma^2) s_noise z`. The churned level keeps the
-    /// timestep value of `level` (as diffusers passes the model the grid's timestep).
+    /// `x_hat = x + sqrt(sigma_hat^2 - sigma^2) s_noise z`. As in EDM's Algorithm 2, the
+    /// network is then evaluated at x_hat and sigma_hat, so the churned level gets the time
+    /// input of sigma_hat (`time`), not the grid's timestep of `level`: a discrete-time network
+    /// reads its noise level from t alone. (diffusers' `EulerDiscreteScheduler.step(s_churn)`
+    /// differs: the caller has already run the model on the un-churned sample at the grid's
+    /// sigma and timestep, and that output is reused at sigma_hat; the network never sees x_hat.)
     pub fn apply(
         &self,
         x: Tensor<2>,
         level: NoiseLevel,
         steps: usize,
+        time: &TimeOfSigma,
         noise: &mut dyn NoiseSource,
     ) -> (Tensor<2>, NoiseLevel) {
         let gamma = self.gamma(level.sigma, steps);
@@ -104,7 +110,7 @@ impl Churn {
         let std = (sigma_hat * sigma_hat - level.sigma * level.sigma).sqrt() * self.s_noise;
         let hat = NoiseLevel {
             sigma: sigma_hat,
-            t: level.t,
+            t: time.t(sigma_hat),
         };
         (x + z.mul_scalar(std), hat)
     }
@@ -136,34 +142,55 @@ pub fn euler_step(x: &Tensor<2>, d: &Tensor<2>, sigma: f64, sigma_next: f64) -> 
 }
 
 /// Euler's method on the probability-flow ODE along `grid` (VE state `x` at `grid[0]`), with
-/// optional churn (no churn: a deterministic first-order solver).
+/// optional churn (no churn: a deterministic first-order solver). `time` gives the network's
+/// time input at churned levels (the rule the grid's own timesteps follow).
 #[allow(clippy::too_many_arguments)]
 pub fn sample_euler<D: Denoiser + ?Sized>(
     denoiser: &D,
     x: Tensor<2>,
     grid: &[NoiseLevel],
     churn: &Churn,
+    time: &TimeOfSigma,
     noise: &mut dyn NoiseSource,
     labels: Option<&[i64]>,
     callback: Callback,
 ) -> Tensor<2> {
-    sample_karras(denoiser, x, grid, churn, false, noise, labels, callback)
+    sample_karras(
+        denoiser,
+        x,
+        grid,
+        (churn, time),
+        false,
+        noise,
+        labels,
+        callback,
+    )
 }
 
 /// Heun's method (EDM Algorithm 2): an Euler predictor, then the trapezoidal corrector
 /// `x_next = x_hat + (sigma_next - sigma_hat) (d_cur + d_prime) / 2`; the last step, to
-/// sigma = 0, is a plain Euler step. 2 steps - 1 denoiser calls.
+/// sigma = 0, is a plain Euler step. 2 steps - 1 denoiser calls. `time` as in [`sample_euler`].
 #[allow(clippy::too_many_arguments)]
 pub fn sample_heun<D: Denoiser + ?Sized>(
     denoiser: &D,
     x: Tensor<2>,
     grid: &[NoiseLevel],
     churn: &Churn,
+    time: &TimeOfSigma,
     noise: &mut dyn NoiseSource,
     labels: Option<&[i64]>,
     callback: Callback,
 ) -> Tensor<2> {
-    sample_karras(denoiser, x, grid, churn, true, noise, labels, callback)
+    sample_karras(
+        denoiser,
+        x,
+        grid,
+        (churn, time),
+        true,
+        noise,
+        labels,
+        callback,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -171,7 +198,7 @@ fn sample_karras<D: Denoiser + ?Sized>(
     denoiser: &D,
     x: Tensor<2>,
     grid: &[NoiseLevel],
-    churn: &Churn,
+    (churn, time): (&Churn, &TimeOfSigma),
     heun: bool,
     noise: &mut dyn NoiseSource,
     labels: Option<&[i64]>,
@@ -181,7 +208,7 @@ fn sample_karras<D: Denoiser + ?Sized>(
     let mut x = x;
     for k in 0..steps {
         let (cur, next) = (grid[k], grid[k + 1]);
-        let (x_hat, hat) = churn.apply(x, cur, steps, noise);
+        let (x_hat, hat) = churn.apply(x, cur, steps, time, noise);
         let x0_hat = denoise_ve(denoiser, &x_hat, hat, labels);
         let d_cur = ode_slope(&x_hat, &x0_hat, hat.sigma);
         x = euler_step(&x_hat, &d_cur, hat.sigma, next.sigma);

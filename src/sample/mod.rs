@@ -80,11 +80,33 @@ pub enum X0Clip {
     /// Clamp to [-range, range].
     Clip { range: f64 },
     /// Imagen's dynamic thresholding: per sample, s = the `ratio` quantile of |x0|, clamped to
-    /// [1, max_value]; x0 <- clamp(x0, -s, s) / s.
+    /// [1, max_value] as diffusers' `torch.clamp(q, min=1, max=max_value)` does (so s =
+    /// max_value when max_value < 1); x0 <- clamp(x0, -s, s) / s.
     Dynamic { ratio: f64, max_value: f64 },
 }
 
 impl X0Clip {
+    /// Checks the parameters: a clip range > 0, a dynamic ratio in (0, 1] and a max_value > 0
+    /// (NaN fails every check).
+    pub fn validate(&self) -> crate::error::Result<()> {
+        let bad = |name, reason: String| Err(crate::error::Error::config(name, reason));
+        match *self {
+            X0Clip::None => Ok(()),
+            X0Clip::Clip { range } if !(range > 0.0) => {
+                bad("clip", format!("range {range} must be > 0"))
+            }
+            X0Clip::Dynamic { ratio, .. } if !(ratio > 0.0 && ratio <= 1.0) => bad(
+                "dynamic thresholding",
+                format!("ratio {ratio} must be in (0, 1]"),
+            ),
+            X0Clip::Dynamic { max_value, .. } if !(max_value > 0.0) => bad(
+                "dynamic thresholding",
+                format!("sample_max_value {max_value} must be > 0"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// Applies the clipping to a batch of x_0 predictions.
     pub fn apply(&self, x0: Tensor<2>) -> Tensor<2> {
         match *self {
@@ -97,7 +119,7 @@ impl X0Clip {
                 for row in v.chunks(d) {
                     let mut abs: Vec<f64> = row.iter().map(|x| x.abs()).collect();
                     abs.sort_by(f64::total_cmp);
-                    let s = quantile_sorted(&abs, ratio).clamp(1.0, max_value);
+                    let s = clamp_min_then_max(quantile_sorted(&abs, ratio), 1.0, max_value);
                     out.extend(row.iter().map(|x| x.clamp(-s, s) / s));
                 }
                 crate::tensor::from_rows_like(out, &x0)
@@ -126,6 +148,12 @@ impl<D: crate::denoiser::Denoiser> crate::denoiser::Denoiser for ClippedX0<D> {
         out.x0 = self.clip.apply(out.x0);
         out
     }
+}
+
+/// `torch.clamp(x, min, max)`: the lower bound first, then the upper one, so `max` wins when
+/// `min > max` (where `f64::clamp` panics).
+fn clamp_min_then_max(x: f64, min: f64, max: f64) -> f64 {
+    x.max(min).min(max)
 }
 
 /// Linear-interpolation quantile of sorted values (numpy's default method).

@@ -7,6 +7,7 @@ use super::dpm_solver::sample_dpmpp_2m;
 use super::grid::{discrete_grid, discrete_timesteps, dpm_solver_grid, sigma_space_grid, Spacing};
 pub use super::karras::Churn;
 use super::karras::{sample_euler, sample_euler_ancestral, sample_heun};
+use super::sigma_grid::TimeOfSigma;
 use super::{Callback, ClippedX0, X0Clip};
 use crate::denoiser::Denoiser;
 use crate::error::{Error, Result};
@@ -122,7 +123,7 @@ impl SamplerConfig {
         }
     }
 
-    /// Validates the options (steps >= 1 and <= T, eta in [0, 1], churn parameters).
+    /// Validates the options (steps >= 1 and <= T, eta in [0, 1], the clip, churn parameters).
     pub fn validate(&self, schedule: &Schedule) -> Result<()> {
         if self.steps == 0 || self.steps > schedule.len() {
             return Err(Error::config(
@@ -136,6 +137,7 @@ impl SamplerConfig {
                 format!("{} is outside [0, 1]", self.eta),
             ));
         }
+        self.clip.validate()?;
         let c = &self.churn;
         if !(c.s_churn >= 0.0 && c.s_noise >= 0.0 && c.s_tmin <= c.s_tmax) {
             return Err(Error::config(
@@ -291,7 +293,7 @@ pub fn run<D: Denoiser + ?Sized>(
                     variance: cfg.variance,
                     clip: cfg.clip,
                 };
-                sample_ddpm(denoiser, x_t, &grid, &opts, noise, labels, callback)
+                sample_ddpm(denoiser, x_t, &grid, &opts, noise, labels, callback)?
             } else {
                 let opts = DdimOptions {
                     eta: cfg.eta,
@@ -306,13 +308,15 @@ pub fn run<D: Denoiser + ?Sized>(
                 clip: cfg.clip,
             };
             let grid = sigma_space_grid(schedule, cfg.spacing, cfg.steps, 0, cfg.karras);
+            let time = TimeOfSigma::index(schedule);
             let x = x_t.mul_scalar(grid[0].sigma.hypot(1.0));
+            let churn = &cfg.churn;
             match cfg.kind {
                 SamplerKind::Euler => {
-                    sample_euler(denoiser, x, &grid, &cfg.churn, noise, labels, callback)
+                    sample_euler(denoiser, x, &grid, churn, &time, noise, labels, callback)
                 }
                 SamplerKind::Heun => {
-                    sample_heun(denoiser, x, &grid, &cfg.churn, noise, labels, callback)
+                    sample_heun(denoiser, x, &grid, churn, &time, noise, labels, callback)
                 }
                 _ => sample_euler_ancestral(denoiser, x, &grid, cfg.eta, noise, labels, callback),
             }
@@ -390,6 +394,39 @@ mod tests {
             .unwrap()
             .validate(&s)
             .is_err());
+    }
+
+    #[test]
+    fn bad_sampler_inputs_are_errors_naming_the_value() {
+        // Issue 12, bug 4: learned_range on a model without a variance output (the oracle has
+        // none) and a negative clip range must be errors that name the value, not panics.
+        let s = crate::schedule::ScheduleConfig::default().build().unwrap();
+        let gm = crate::oracle::GaussianMixture::toy_2d();
+        let run = |spec: &str| {
+            let cfg = SamplerConfig::parse(spec, 4)?;
+            let dev = burn::tensor::Device::default();
+            sample(&cfg, &gm, &s, 2, 2, &dev, DType::F64, 0, 0, None, None)
+        };
+        for (spec, needles) in [
+            (
+                "ddpm:variance=learned_range",
+                &["learned_range", "variance output"][..],
+            ),
+            ("ddpm:variance=learned", &["learned", "variance output"]),
+            ("ddim:clip=-1", &["clip", "-1"]),
+            ("euler:clip=-0.5", &["clip", "-0.5"]),
+        ] {
+            let err = run(spec).unwrap_err().to_string();
+            for needle in needles {
+                assert!(err.contains(needle), "{spec}: {err}");
+            }
+        }
+        let dynamic = X0Clip::Dynamic {
+            ratio: 1.5,
+            max_value: 1.0,
+        };
+        let err = dynamic.validate().unwrap_err().to_string();
+        assert!(err.contains("1.5"), "{err}");
     }
 
     #[test]

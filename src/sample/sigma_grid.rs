@@ -179,7 +179,9 @@ pub enum ModelTime {
 }
 
 impl ModelTime {
-    fn of(self, log_sigmas: &[f64], sigma: f64) -> f64 {
+    /// The time input at `sigma`, timesteps recovered from `log_sigmas`
+    /// ([`recovery_log_sigmas`]).
+    pub fn of(self, log_sigmas: &[f64], sigma: f64) -> f64 {
         match self {
             ModelTime::Index => sigma_to_t_in(log_sigmas, sigma),
             ModelTime::RoundedIndex => round_half_even(sigma_to_t_in(log_sigmas, sigma)),
@@ -204,6 +206,36 @@ pub fn recovery_log_sigmas(schedule: &Schedule) -> Vec<f64> {
         logs[last] = f64::from(4096f64.ln() as f32);
     }
     logs
+}
+
+/// The network's time input at any sigma of a schedule, by one [`ModelTime`] rule: how a
+/// sigma-space sampler times a level that is not on its grid (EDM churn's sigma_hat) the way
+/// the grid builders time recovered levels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeOfSigma {
+    model_time: ModelTime,
+    log_sigmas: Vec<f64>,
+}
+
+impl TimeOfSigma {
+    /// `model_time` on the schedule's [`recovery_log_sigmas`].
+    pub fn new(schedule: &Schedule, model_time: ModelTime) -> Self {
+        TimeOfSigma {
+            model_time,
+            log_sigmas: recovery_log_sigmas(schedule),
+        }
+    }
+
+    /// The fractional table index of sigma ([`ModelTime::Index`]), as [`euler_grid`] times
+    /// Karras levels.
+    pub fn index(schedule: &Schedule) -> Self {
+        Self::new(schedule, ModelTime::Index)
+    }
+
+    /// The time input at `sigma`.
+    pub fn t(&self, sigma: f64) -> f64 {
+        self.model_time.of(&self.log_sigmas, sigma)
+    }
 }
 
 /// The options of diffusers' `EulerDiscreteScheduler.set_timesteps` (Heun uses the subset

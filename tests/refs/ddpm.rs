@@ -90,7 +90,8 @@ fn step_case(file: &Value, case: &Value, c: &mut Checker) {
         cur.alpha_bar(),
         next.alpha_bar(),
         variance_kind,
-    );
+    )
+    .unwrap();
     if let Some(want) = case.get("pred_original_sample") {
         c.close_t(
             &format!("{name} pred_original_sample"),
@@ -225,7 +226,8 @@ pub fn check_run(file: &Value, c: &mut Checker) {
         &mut noise,
         None,
         Some(&mut cb),
-    );
+    )
+    .unwrap();
     // diffusers adds noise whenever t > 0, also on the last step (trailing spacing or
     // steps_offset end above t = 0), where our sampler (DDPM Algorithm 2) returns the mean.
     let last_t = ts[n - 1];
@@ -245,7 +247,8 @@ pub fn check_run(file: &Value, c: &mut Checker) {
             cur.alpha_bar(),
             1.0,
             opts.variance,
-        );
+        )
+        .unwrap();
         got[n - 1].0 = to_vec(&var.add_noise(mean, noises[n - 1].clone()));
     }
     for (k, (x, x0)) in got.iter().enumerate() {

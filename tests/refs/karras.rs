@@ -24,7 +24,7 @@ use diffuse::sample::grid::round_half_even;
 use diffuse::sample::karras::{sample_euler, sample_heun, Churn};
 use diffuse::sample::sigma_grid::{
     dpm_grid, euler_grid, init_noise_sigma, recovery_log_sigmas, DpmGridOptions, FinalSigma,
-    Interpolation, ModelTime, SigmaConversion,
+    Interpolation, ModelTime, SigmaConversion, TimeOfSigma,
 };
 use diffuse::sample::{ClippedX0, StepInfo};
 use diffuse::schedule::{sigma_to_t_in, Schedule};
@@ -190,12 +190,14 @@ fn check_sigma_runs(file: &Value, heun: bool, c: &mut Checker) {
         let x_init = tensor(&run["x_init"]);
         let mut no_noise = Replay(VecDeque::new());
         let churn = Churn::default();
+        let time = TimeOfSigma::index(&cfg.schedule().unwrap());
         if heun {
             sample_heun(
                 &clipped,
                 x_init,
                 &grid,
                 &churn,
+                &time,
                 &mut no_noise,
                 None,
                 Some(&mut cb),
@@ -206,6 +208,7 @@ fn check_sigma_runs(file: &Value, heun: bool, c: &mut Checker) {
                 x_init,
                 &grid,
                 &churn,
+                &time,
                 &mut no_noise,
                 None,
                 Some(&mut cb),

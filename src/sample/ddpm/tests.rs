@@ -35,7 +35,8 @@ fn mu_theta_from_any_prediction_is_the_posterior_mean() {
                 s.alpha_bar[t],
                 s.alpha_bar_prev(t),
                 VarianceType::FixedSmall,
-            );
+            )
+            .unwrap();
             for (g, w) in to_vec(&mean).iter().zip(&want) {
                 assert!(
                     (g - w).abs() < 1e-9 * (1.0 + w.abs()),
@@ -71,4 +72,24 @@ fn dynamic_thresholding_matches_a_brute_force_quantile() {
             assert!((got[r * 5 + i] - v.clamp(-s, s) / s).abs() < 1e-12);
         }
     }
+}
+
+#[test]
+fn dynamic_thresholding_with_max_value_below_one_uses_max_value() {
+    // torch.clamp(q, min=1, max=s) is s when s < 1 (max wins): every row is clamped to
+    // [-0.5, 0.5] and divided by 0.5, whatever its quantile (exact: one clamp, one division).
+    let dev = Device::default();
+    let rows = [vec![0.1, -0.2, 0.3, 0.05], vec![4.0, -2.0, 0.4, -0.6]];
+    let x = from_rows(rows.concat(), 2, 4, &dev, DType::F64);
+    let clip = X0Clip::Dynamic {
+        ratio: 0.9,
+        max_value: 0.5,
+    };
+    let got = to_vec(&clip.apply(x));
+    let want: Vec<f64> = rows
+        .concat()
+        .iter()
+        .map(|v| v.clamp(-0.5, 0.5) / 0.5)
+        .collect();
+    assert_eq!(got, want);
 }

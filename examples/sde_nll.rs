@@ -181,7 +181,8 @@ fn sampling_table(gm: &GaussianMixture) {
                 atol: 1e-5,
                 eps: *eps,
             },
-        );
+        )
+        .expect("the oracle's ODE stays finite");
         let (dlp, sw) = quality(gm, &to_vec(&x));
         println!(
             "| {} | PF-ODE RK45 (rtol=atol=1e-5) | {} accepted | {} | {dlp:+.4} | {sw:.4} |",

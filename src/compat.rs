@@ -4,9 +4,9 @@
 use crate::error::{Error, Result};
 use crate::prediction::PredictionType;
 use crate::sample::dpm_solver::{DpmAlgorithm, DpmSolverOptions, DpmSolverType};
-use crate::sample::grid::Spacing;
-use crate::sample::sigma_grid::{
+use crate::sample::grid::{
     DpmGridOptions, FinalSigma, Interpolation, ModelTime, SigmaConversion, SigmaGridOptions,
+    Spacing,
 };
 use crate::sample::X0Clip;
 use crate::schedule::{BetaSchedule, Schedule, ScheduleConfig};

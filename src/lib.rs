@@ -28,6 +28,7 @@ pub mod rng;
 pub mod sample;
 pub mod schedule;
 pub mod sde;
+pub mod special;
 pub mod tensor;
 pub mod train;
 pub mod variance;

@@ -449,5 +449,66 @@ impl Denoiser for GaussianMixture {
     }
 }
 
+/// The class-conditional oracle of a mixture whose components are the classes: label k
+/// denoises with component k alone (the exact conditional posterior, a single Gaussian),
+/// label -1 or no label with the whole mixture (the exact unconditional one). Gives
+/// classifier-free guidance closed forms to test against (SPEC §5, §8).
+#[derive(Debug, Clone)]
+pub struct ClassConditional {
+    pub mixture: GaussianMixture,
+    classes: Vec<GaussianMixture>,
+}
+
+impl ClassConditional {
+    pub fn new(mixture: GaussianMixture) -> Self {
+        let classes = (0..mixture.weights.len())
+            .map(|k| {
+                GaussianMixture::new(
+                    vec![1.0],
+                    vec![mixture.means[k].clone()],
+                    vec![mixture.covs[k].clone()],
+                )
+                .expect("a component of a valid mixture is a valid mixture")
+            })
+            .collect();
+        ClassConditional { mixture, classes }
+    }
+
+    /// The law of class `label` (-1: the whole mixture).
+    pub fn class(&self, label: i64) -> &GaussianMixture {
+        match usize::try_from(label) {
+            Ok(k) => self.classes.get(k).unwrap_or_else(|| {
+                panic!(
+                    "label {label}: the oracle has classes 0..{} (and -1)",
+                    self.classes.len()
+                )
+            }),
+            Err(_) => &self.mixture,
+        }
+    }
+}
+
+impl Denoiser for ClassConditional {
+    fn denoise(&self, x_t: &Tensor<2>, levels: &[NoiseLevel], labels: Option<&[i64]>) -> Denoised {
+        let Some(labels) = labels else {
+            return self.mixture.denoise(x_t, levels, None);
+        };
+        let x = to_vec(x_t);
+        let d = self.mixture.dim;
+        let (mut x0, mut eps) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len()));
+        for (i, row) in x.chunks(d).enumerate() {
+            let level = levels[if levels.len() == 1 { 0 } else { i }];
+            let p = self.class(labels[i]).posterior_vp(row, level).remove(0);
+            x0.extend(p.x0);
+            eps.extend(p.eps);
+        }
+        Denoised {
+            x0: from_rows_like(x0, x_t),
+            eps: from_rows_like(eps, x_t),
+            variance_output: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -354,6 +354,17 @@ impl Schedule {
         }
     }
 
+    /// This schedule with its last alpha_bar replaced by `alpha_bar` and every table rebuilt
+    /// from beta_T = 1 - alpha_bar / alpha_bar_{T-1}, so that all of them stay consistent with
+    /// the new alpha_bar. Not validated: beta_T may leave (0, 1) (diffusers' finite stand-in for
+    /// a zero terminal SNR, `crate::sample::grid::finite_sigma_schedule`, makes it negative).
+    pub fn with_last_alpha_bar(&self, alpha_bar: f64) -> Self {
+        let mut beta = self.beta.clone();
+        let last = beta.len() - 1;
+        beta[last] = 1.0 - alpha_bar / self.alpha_bar_prev(last);
+        Self::tables(beta)
+    }
+
     /// T, the number of steps.
     pub fn len(&self) -> usize {
         self.beta.len()

@@ -182,7 +182,7 @@ fn ve_and_vp_oracles_convert_into_each_other() {
     let ve = VeSde::default();
     let run = |sde: &dyn Sde, score: &dyn ScoreFn| {
         let x1 = sde.prior_sample(&like, &mut SampleRng::new(3, 0, n));
-        to_vec(&sample_ode(&sde, &score, x1, &opts).0)
+        to_vec(&sample_ode(&sde, &score, x1, &opts).unwrap().0)
     };
     for sde in [&vp as &dyn Sde, &ve] {
         let (den, closed) = both_scores(&gm, sde);
@@ -398,7 +398,11 @@ fn sde_samplers_conform() {
                 None,
             ),
             2 => sample_pc(&vp, &score, x1, &grid, &no_corrector, &mut rng, None),
-            _ => sample_ode(&vp, &score, x1, &OdeOptions::default()).0,
+            _ => {
+                sample_ode(&vp, &score, x1, &OdeOptions::default())
+                    .unwrap()
+                    .0
+            }
         };
         assert_eq!(x.dims(), [n, 2]);
         to_vec(&x)

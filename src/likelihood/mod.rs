@@ -60,7 +60,8 @@ pub fn pf_ode_log_likelihood<S: Sde + ?Sized, F: ScoreFn + ?Sized>(
         y0,
         options.rtol,
         options.atol,
-    );
+    )
+    .unwrap_or_else(|e| panic!("probability-flow ODE likelihood: {e}"));
     let z = y[..n * d].to_vec();
     let delta_log_p = y[n * d..].to_vec();
     let prior_log_p = sde.prior_log_prob(&z, d);

@@ -16,7 +16,9 @@
 //! happens in float32 only when sigma >> the bin width), the mass is floored at that ulp, i.e.
 //! ln p >= ln Phi(hi) + ln(ulp) (about -16.6 in float32, -36.7 in float64).
 
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
+#[cfg(test)]
+use burn::tensor::{Device, TensorData};
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
 /// KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) per element, in nats. Arguments broadcast
@@ -107,6 +109,7 @@ pub fn discretized_gaussian_log_likelihood<const D: usize>(
 }
 
 /// One float64 value as a `[1]` tensor on the default device.
+#[cfg(test)]
 fn scalar_tensor(x: f64) -> Tensor<1> {
     Tensor::from_data(
         TensorData::new(vec![x], [1]),
@@ -114,11 +117,7 @@ fn scalar_tensor(x: f64) -> Tensor<1> {
     )
 }
 
-/// erf(x) of one float64 value (the backend's erf, libm's on flex), for host-side reference
-/// computations.
-pub fn erf(x: f64) -> f64 {
-    scalar_tensor(x).erf().into_scalar::<f64>()
-}
+pub use crate::special::erf;
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@
 //! The grid builders ([`super::grid::sigma_space_grid`]) move such a level to
 //! alpha_bar = 2^-24 (sigma ~ 4096), as diffusers does; these samplers panic on sigma = +inf.
 
-use super::sigma_grid::TimeOfSigma;
+use super::grid::TimeOfSigma;
 use super::{report, Callback};
 use crate::denoiser::{Denoiser, NoiseLevel};
 use crate::rng::NoiseSource;

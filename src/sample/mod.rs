@@ -10,10 +10,10 @@
 //! |---|---|---|---|
 //! | `ddpm.rs` | DDPM ancestral (Algorithm 2) | VP, `x_t` | [`grid::discrete_grid`] |
 //! | `ddim.rs` | DDIM (eta in [0, 1]), DDIM inversion | VP, `x_t` | [`grid::discrete_grid`], [`grid::ddim_inversion_grid`] |
-//! | `karras.rs` | Euler, Heun (+ churn), Euler ancestral | VE, `x = x_t / a` | [`grid::sigma_space_grid`], [`sigma_grid::euler_grid`] |
-//! | `dpm_solver.rs` | DPM-Solver(++) orders 1-3, ODE and SDE forms; DPM-Solver++(2M) | VP, `x_t` | [`grid::dpm_solver_grid`], [`sigma_grid::dpm_grid`] |
+//! | `karras.rs` | Euler, Heun (+ churn), Euler ancestral | VE, `x = x_t / a` | [`grid::sigma_space_grid`], [`grid::euler_grid`] |
+//! | `dpm_solver.rs` | DPM-Solver(++) orders 1-3, ODE and SDE forms; DPM-Solver++(2M) | VP, `x_t` | [`grid::dpm_solver_grid`], [`grid::dpm_grid`] |
 //!
-//! `sigma_grid.rs` builds the grids of every diffusers config option (log-linear placement,
+//! `grid/sigma.rs` builds the grids of every diffusers config option (log-linear placement,
 //! Karras / exponential / beta sigmas, sigma overrides, final sigma, continuous timesteps,
 //! lambda clipping); [`crate::compat`] maps a diffusers config onto those options.
 //!
@@ -28,7 +28,6 @@ pub mod dpm_solver;
 pub mod grid;
 pub mod karras;
 pub mod registry;
-pub mod sigma_grid;
 
 use crate::denoiser::NoiseLevel;
 use burn::tensor::Tensor;

@@ -4,10 +4,11 @@
 use super::ddim::{sample_ddim, DdimOptions};
 use super::ddpm::{sample_ddpm, DdpmOptions};
 use super::dpm_solver::sample_dpmpp_2m;
-use super::grid::{discrete_grid, discrete_timesteps, dpm_solver_grid, sigma_space_grid, Spacing};
+use super::grid::{
+    discrete_grid, discrete_timesteps, dpm_solver_grid, sigma_space_grid, Spacing, TimeOfSigma,
+};
 pub use super::karras::Churn;
 use super::karras::{sample_euler, sample_euler_ancestral, sample_heun};
-use super::sigma_grid::TimeOfSigma;
 use super::{Callback, ClippedX0, X0Clip};
 use crate::denoiser::Denoiser;
 use crate::error::{Error, Result};
@@ -185,88 +186,118 @@ impl SamplerConfig {
     /// `steps` is the step count unless the string sets it. A key the sampler does not take is
     /// an error, as is an unknown key or value.
     pub fn parse(spec: &str, steps: usize) -> Result<Self> {
+        Self::parse_with_flags(spec, steps, &[])
+    }
+
+    /// [`Self::parse`], then command-line flags given apart from the spec (`--eta 0.5`,
+    /// `--spacing leading`) as the options of the same name. A flag is never dropped: one the
+    /// sampler does not take, or one the spec already sets, is an error naming the flag.
+    pub fn parse_with_flags(spec: &str, steps: usize, flags: &[(&str, &str)]) -> Result<Self> {
         let (name, opts) = match spec.split_once(':') {
             Some((n, o)) => (n.trim(), o),
             None => (spec.trim(), ""),
         };
         let kind = SamplerKind::from_name(name)?;
         let mut cfg = SamplerConfig::new(kind, steps);
+        let mut set_by_spec = Vec::new();
         for pair in opts.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').ok_or_else(|| {
                 Error::config("sampler", format!("{pair:?} is not of the form key=value"))
             })?;
             let (key, value) = (key.trim(), value.trim());
-            let Some(&(key, takers)) = OPTION_KEYS.iter().find(|(k, _)| *k == key) else {
-                let keys: Vec<&str> = OPTION_KEYS.iter().map(|(k, _)| *k).collect();
+            cfg.set(key, value)?;
+            set_by_spec.push((key, value));
+        }
+        for &(key, value) in flags {
+            if let Some((_, spec_value)) = set_by_spec.iter().find(|(k, _)| *k == key) {
                 return Err(Error::config(
                     "sampler",
                     format!(
-                        "unknown option {key:?}; expected one of {}",
-                        keys.join(", ")
+                        "--{key} {value} conflicts with {key}={spec_value} in --sampler {spec:?}; \
+                         give it once"
                     ),
                 ));
-            };
-            if !takers.contains(&kind) {
-                return Err(Error::config(
-                    "sampler",
-                    format!("{} does not take the option {key:?}", kind.name()),
-                ));
             }
-            match key {
-                "steps" => {
-                    cfg.steps = value.parse().map_err(|_| {
-                        Error::config("steps", format!("{value:?} is not a step count"))
-                    })?
-                }
-                "spacing" => {
-                    cfg.spacing = Spacing::from_name(value).ok_or_else(|| {
-                        Error::config(
-                            "spacing",
-                            format!("{value:?}; expected linspace, leading or trailing"),
-                        )
-                    })?
-                }
-                "eta" => cfg.eta = parse_f64("eta", value)?,
-                "karras" => {
-                    cfg.karras = value.parse().map_err(|_| {
-                        Error::config("karras", format!("{value:?}; expected true or false"))
-                    })?
-                }
-                "variance" => {
-                    cfg.variance = match value {
-                        "fixed_small" => VarianceType::FixedSmall,
-                        "fixed_large" => VarianceType::FixedLarge,
-                        "learned_range" => VarianceType::LearnedRange,
-                        "learned" => VarianceType::Learned,
-                        _ => {
-                            return Err(Error::config(
-                                "variance",
-                                format!(
-                                    "{value:?}; expected fixed_small, fixed_large, learned_range or learned"
-                                ),
-                            ))
-                        }
-                    }
-                }
-                "clip" => {
-                    cfg.clip = match value {
-                        "none" => X0Clip::None,
-                        "dynamic" => X0Clip::Dynamic {
-                            ratio: 0.995,
-                            max_value: 1.0,
-                        },
-                        v => X0Clip::Clip {
-                            range: parse_f64("clip", v)?,
-                        },
-                    }
-                }
-                "s_churn" => cfg.churn.s_churn = parse_f64("s_churn", value)?,
-                "s_tmin" => cfg.churn.s_tmin = parse_f64("s_tmin", value)?,
-                "s_tmax" => cfg.churn.s_tmax = parse_f64("s_tmax", value)?,
-                _ => cfg.churn.s_noise = parse_f64("s_noise", value)?,
-            }
+            cfg.set(key, value)
+                .map_err(|e| Error::config("sampler", format!("--{key} {value}: {e}")))?;
         }
         Ok(cfg)
+    }
+
+    /// Sets one option of the compact form (see [`Self::parse`]).
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let kind = self.kind;
+        let Some(&(key, takers)) = OPTION_KEYS.iter().find(|(k, _)| *k == key) else {
+            let keys: Vec<&str> = OPTION_KEYS.iter().map(|(k, _)| *k).collect();
+            return Err(Error::config(
+                "sampler",
+                format!(
+                    "unknown option {key:?}; expected one of {}",
+                    keys.join(", ")
+                ),
+            ));
+        };
+        if !takers.contains(&kind) {
+            return Err(Error::config(
+                "sampler",
+                format!("{} does not take the option {key:?}", kind.name()),
+            ));
+        }
+        let cfg = self;
+        match key {
+            "steps" => {
+                cfg.steps = value
+                    .parse()
+                    .map_err(|_| Error::config("steps", format!("{value:?} is not a step count")))?
+            }
+            "spacing" => {
+                cfg.spacing = Spacing::from_name(value).ok_or_else(|| {
+                    Error::config(
+                        "spacing",
+                        format!("{value:?}; expected linspace, leading or trailing"),
+                    )
+                })?
+            }
+            "eta" => cfg.eta = parse_f64("eta", value)?,
+            "karras" => {
+                cfg.karras = value.parse().map_err(|_| {
+                    Error::config("karras", format!("{value:?}; expected true or false"))
+                })?
+            }
+            "variance" => {
+                cfg.variance = match value {
+                    "fixed_small" => VarianceType::FixedSmall,
+                    "fixed_large" => VarianceType::FixedLarge,
+                    "learned_range" => VarianceType::LearnedRange,
+                    "learned" => VarianceType::Learned,
+                    _ => {
+                        return Err(Error::config(
+                            "variance",
+                            format!(
+                        "{value:?}; expected fixed_small, fixed_large, learned_range or learned"
+                    ),
+                        ))
+                    }
+                }
+            }
+            "clip" => {
+                cfg.clip = match value {
+                    "none" => X0Clip::None,
+                    "dynamic" => X0Clip::Dynamic {
+                        ratio: 0.995,
+                        max_value: 1.0,
+                    },
+                    v => X0Clip::Clip {
+                        range: parse_f64("clip", v)?,
+                    },
+                }
+            }
+            "s_churn" => cfg.churn.s_churn = parse_f64("s_churn", value)?,
+            "s_tmin" => cfg.churn.s_tmin = parse_f64("s_tmin", value)?,
+            "s_tmax" => cfg.churn.s_tmax = parse_f64("s_tmax", value)?,
+            _ => cfg.churn.s_noise = parse_f64("s_noise", value)?,
+        }
+        Ok(())
     }
 }
 
@@ -427,6 +458,34 @@ mod tests {
         };
         let err = dynamic.validate().unwrap_err().to_string();
         assert!(err.contains("1.5"), "{err}");
+    }
+
+    #[test]
+    fn flags_beside_the_compact_form_are_applied_or_refused_by_name() {
+        // Issue 12, bug 4: `--eta` was dropped when --sampler used the compact form.
+        let c = SamplerConfig::parse_with_flags("ddim:spacing=leading", 10, &[("eta", "0.5")]);
+        assert_eq!(c.unwrap().eta, 0.5);
+        let c = SamplerConfig::parse_with_flags("ddim", 10, &[("spacing", "leading")]).unwrap();
+        assert_eq!(c.spacing, Spacing::Leading);
+        // No flag: the sampler's default (euler-ancestral's eta is 1).
+        let c = SamplerConfig::parse_with_flags("euler-ancestral", 10, &[]).unwrap();
+        assert_eq!(c.eta, 1.0);
+        for (spec, flag, needles) in [
+            (
+                "ddim:eta=0.3",
+                ("eta", "0.5"),
+                &["--eta 0.5", "eta=0.3"][..],
+            ),
+            ("ddpm", ("eta", "0.5"), &["--eta 0.5", "does not take"]),
+            ("ddim", ("eta", "x"), &["--eta x", "not a number"]),
+        ] {
+            let err = SamplerConfig::parse_with_flags(spec, 10, &[flag])
+                .unwrap_err()
+                .to_string();
+            for needle in needles {
+                assert!(err.contains(needle), "{spec} {flag:?}: {err}");
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! `--sampler pc|em|ode`) and checkpoints' config.json stay thin: parse, build, call.
 
 use super::solvers::{
-    sample_euler_maruyama, sample_ode, sample_pc, time_grid, OdeOptions, OdeStats, PcOptions,
+    sample_euler_maruyama, sample_ode, sample_pc, time_grid, OdeError, OdeOptions, OdeStats,
+    PcOptions,
 };
 use super::{ScoreFn, Sde, SubVpSde, VeSde, VpSde};
 use crate::error::{Error, Result};
@@ -115,22 +116,22 @@ impl SdeSampler {
         like: &Tensor<2>,
         noise: &mut dyn NoiseSource,
         callback: Callback,
-    ) -> (Tensor<2>, usize) {
+    ) -> std::result::Result<(Tensor<2>, usize), OdeError> {
         let x1 = sde.prior_sample(like, noise);
         match *self {
             SdeSampler::Em { steps } => {
                 let grid = time_grid(steps, eps);
                 let x = sample_euler_maruyama(&sde, score, x1, &grid, noise, callback);
-                (x, steps)
+                Ok((x, steps))
             }
             SdeSampler::Pc { steps, options } => {
                 let grid = time_grid(steps, eps);
                 let x = sample_pc(&sde, score, x1, &grid, &options, noise, callback);
-                (x, steps * options.nfe_per_step())
+                Ok((x, steps * options.nfe_per_step()))
             }
             SdeSampler::Ode { options } => {
-                let (x, OdeStats { nfe, .. }) = sample_ode(&sde, score, x1, &options);
-                (x, nfe)
+                let (x, OdeStats { nfe, .. }) = sample_ode(&sde, score, x1, &options)?;
+                Ok((x, nfe))
             }
         }
     }

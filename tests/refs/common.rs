@@ -80,6 +80,8 @@ pub struct Checker {
     /// The largest error as a fraction of its tolerance.
     pub max_ratio: f64,
     pub failures: Vec<String>,
+    /// Timesteps where float32 decided a rounding (reported by name, see `karras.rs`).
+    pub ties: usize,
 }
 
 impl Checker {

@@ -92,11 +92,13 @@ fn check_dir(dir: &Path) -> Vec<String> {
             }
             Ok(Some(c)) => {
                 println!(
-                    "{} {name} ({kind}): {} comparisons, max mixed error {:.3e}, max error/tol {:.3}",
+                    "{} {name} ({kind}): {} comparisons, max mixed error {:.3e}, max error/tol {:.3}, \
+                     {} float32 timestep ties (listed as TIE above)",
                     if c.failures.is_empty() { "PASS" } else { "FAIL" },
                     c.comparisons,
                     c.max_mixed_err,
-                    c.max_ratio
+                    c.max_ratio,
+                    c.ties
                 );
                 failures.extend(c.failures.into_iter().map(|f| format!("{name}: {f}")));
             }

@@ -6,8 +6,7 @@ use burn::tensor::{DType, Device, Tensor};
 use diffuse::denoiser::{Denoiser, Guided, NetworkDenoiser, Parameterization};
 use diffuse::nn::{FlatParams, Net};
 use diffuse::rng::SampleRng;
-use diffuse::sample::grid::Spacing;
-use diffuse::sample::registry::{sample, SamplerConfig, SamplerKind};
+use diffuse::sample::registry::{sample, SamplerConfig};
 use diffuse::sample::Callback;
 use diffuse::schedule::Schedule;
 use diffuse::sde::score::{
@@ -164,6 +163,9 @@ impl Run {
                     SDE_SAMPLERS.join(", ")
                 );
             }
+            if let Some(eta) = eta {
+                bail!("--eta {eta}: the SDE sampler {sampler} takes no eta");
+            }
             let RunSde {
                 sde, sampling_eps, ..
             } = self.score_sde()?;
@@ -173,7 +175,7 @@ impl Run {
             let out = self.with_score(&self.denoiser.net, &*sde, |score| {
                 chosen.sample(&*sde, sampling_eps, score, &like, &mut noise, callback)
             });
-            return Ok(out);
+            return Ok(out.with_context(|| format!("sampling with {sampler}"))?);
         }
         if self.config.sde.is_some() {
             bail!(
@@ -223,9 +225,10 @@ pub struct SamplerChoice {
     /// Sampler steps (predictor steps for em / pc; ignored by the adaptive ode).
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// DDIM eta.
-    #[arg(long, default_value_t = 0.0)]
-    pub eta: f64,
+    /// eta of ddim (default 0) and euler-ancestral (default 1); an error with other samplers
+    /// or when --sampler's compact form sets it too.
+    #[arg(long)]
+    pub eta: Option<f64>,
     /// Timestep spacing of ddpm / ddim: linspace | leading | trailing (default trailing).
     #[arg(long)]
     pub spacing: Option<String>,
@@ -236,20 +239,13 @@ pub struct SamplerChoice {
 pub fn sampler_config(
     name: &str,
     steps: usize,
-    eta: f64,
+    eta: Option<f64>,
     spacing: Option<&str>,
 ) -> anyhow::Result<SamplerConfig> {
-    let mut cfg = if name.contains(':') {
-        SamplerConfig::parse(name, steps)?
-    } else {
-        let mut cfg = SamplerConfig::new(SamplerKind::from_name(name)?, steps);
-        cfg.eta = eta;
-        cfg
-    };
-    if let Some(name) = spacing {
-        cfg.spacing = Spacing::from_name(name).ok_or_else(|| {
-            anyhow::anyhow!("--spacing {name:?}: expected linspace, leading or trailing")
-        })?;
-    }
-    Ok(cfg)
+    let eta = eta.map(|e| e.to_string());
+    let flags: Vec<(&str, &str)> = [("eta", eta.as_deref()), ("spacing", spacing)]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value?)))
+        .collect();
+    Ok(SamplerConfig::parse_with_flags(name, steps, &flags)?)
 }

@@ -6,10 +6,29 @@
 //! table is first made finite, [`finite_sigma_schedule`]), `n` the number of inference steps,
 //! `sigma_max` / `sigma_min` the ends a conversion spans, `lambda = -ln sigma` the half log-SNR.
 
-use super::grid::{finite_sigma_schedule, round_half_even, timesteps, Spacing};
+use super::timesteps::{dpm_solver_timesteps_below, round_half_even, timesteps, Spacing};
 use crate::denoiser::NoiseLevel;
 use crate::schedule::{karras_sigmas, linspace, sigma_to_t_in, Schedule};
+use crate::special::beta_ppf;
 use serde::{Deserialize, Serialize};
+
+/// alpha_bar that diffusers' sigma-space and DPM-Solver schedulers put in place of a zero
+/// terminal alpha_bar (`2**-24`, the smallest positive float16), so that sigma_max is finite
+/// (about 4096) instead of +inf.
+pub const ZERO_SNR_ALPHA_BAR: f64 = 1.0 / 16_777_216.0;
+
+/// The schedule as the sigma-space samplers see it: a zero-terminal-SNR last step (sigma = +inf,
+/// where x = x_t / a is undefined) is moved to alpha_bar = [`ZERO_SNR_ALPHA_BAR`], as diffusers'
+/// Euler, Heun and DPM-Solver schedulers do. Every table is rebuilt from that alpha_bar
+/// ([`Schedule::with_last_alpha_bar`]; the rescaled alpha_bar just below is smaller still, so
+/// the last beta is negative). Other schedules are returned unchanged.
+pub fn finite_sigma_schedule(schedule: &Schedule) -> Schedule {
+    if schedule.sigma[schedule.len() - 1].is_finite() {
+        schedule.clone()
+    } else {
+        schedule.with_last_alpha_bar(ZERO_SNR_ALPHA_BAR)
+    }
+}
 
 /// How the sigmas are first read off the table (diffusers' Euler `interpolation_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -66,90 +85,6 @@ impl SigmaConversion {
                 .collect(),
         }
     }
-}
-
-/// ln Gamma(x) for x > 0 (Lanczos, g = 7, 9 terms: about 1e-15 relative).
-fn ln_gamma(x: f64) -> f64 {
-    const G: f64 = 7.0;
-    const C: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    if x < 0.5 {
-        // Reflection: Gamma(x) Gamma(1 - x) = pi / sin(pi x).
-        return (std::f64::consts::PI / (std::f64::consts::PI * x).sin()).ln() - ln_gamma(1.0 - x);
-    }
-    let x = x - 1.0;
-    let t = x + G + 0.5;
-    let sum: f64 = C[0] + (1..9).map(|i| C[i] / (x + i as f64)).sum::<f64>();
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + sum.ln()
-}
-
-/// The regularized incomplete beta function I_x(a, b), the CDF of Beta(a, b), by its continued
-/// fraction (modified Lentz), on the side of x where it converges fast.
-pub fn beta_cdf(x: f64, a: f64, b: f64) -> f64 {
-    if x <= 0.0 {
-        return 0.0;
-    }
-    if x >= 1.0 {
-        return 1.0;
-    }
-    if x > (a + 1.0) / (a + b + 2.0) {
-        return 1.0 - beta_cdf(1.0 - x, b, a);
-    }
-    let ln_front = a * x.ln() + b * (-x).ln_1p() - ln_gamma(a) - ln_gamma(b) + ln_gamma(a + b);
-    let tiny = 1e-300;
-    let (mut c, mut d) = (1.0, 1.0 - (a + b) * x / (a + 1.0));
-    d = 1.0 / if d.abs() < tiny { tiny } else { d };
-    let mut f = d;
-    for m in 1..500 {
-        let m = m as f64;
-        for numerator in [
-            m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0)),
-        ] {
-            d = 1.0 + numerator * d;
-            d = 1.0 / if d.abs() < tiny { tiny } else { d };
-            c = 1.0 + numerator / c;
-            c = if c.abs() < tiny { tiny } else { c };
-            f *= c * d;
-        }
-        if (c * d - 1.0).abs() < 1e-16 {
-            break;
-        }
-    }
-    ln_front.exp() * f / a
-}
-
-/// The quantile function of Beta(a, b): the x in [0, 1] with I_x(a, b) = p, by bisection to
-/// the resolution of f64 (I_x is increasing).
-pub fn beta_ppf(p: f64, a: f64, b: f64) -> f64 {
-    if p <= 0.0 {
-        return 0.0;
-    }
-    if p >= 1.0 {
-        return 1.0;
-    }
-    let (mut lo, mut hi) = (0.0f64, 1.0f64);
-    for _ in 0..200 {
-        let mid = 0.5 * (lo + hi);
-        if mid <= lo || mid >= hi {
-            break;
-        }
-        if beta_cdf(mid, a, b) < p {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    0.5 * (lo + hi)
 }
 
 /// The last sigma of a grid (diffusers' `final_sigmas_type`).
@@ -346,6 +281,67 @@ pub fn init_noise_sigma(grid: &[NoiseLevel], spacing: Spacing) -> f64 {
     }
 }
 
+/// A sigma-space grid at (possibly fractional) timesteps: sigma interpolated linearly in the
+/// schedule's sigma table (diffusers' Euler/Heun), ending at sigma = 0.
+pub fn interpolated_sigma_grid(schedule: &Schedule, timesteps: &[f64]) -> Vec<NoiseLevel> {
+    let mut g: Vec<NoiseLevel> = timesteps
+        .iter()
+        .map(|&t| NoiseLevel {
+            sigma: schedule.sigma_at(t),
+            t,
+        })
+        .collect();
+    g.push(NoiseLevel::clean());
+    g
+}
+
+/// Karras sigmas (rho = `rho`, n values from sigma_max to sigma_min) with the fractional
+/// timestep of each recovered by log-sigma interpolation, ending at sigma = 0. `round_t`
+/// rounds those timesteps for models that only take integer steps (diffusers' DPM-Solver).
+pub fn karras_grid(
+    schedule: &Schedule,
+    sigma_min: f64,
+    sigma_max: f64,
+    n: usize,
+    rho: f64,
+    round_t: bool,
+) -> Vec<NoiseLevel> {
+    let mut g: Vec<NoiseLevel> = karras_sigmas(sigma_min, sigma_max, n, rho)
+        .into_iter()
+        .map(|sigma| {
+            let t = schedule.sigma_to_t(sigma);
+            NoiseLevel {
+                sigma,
+                t: if round_t { round_half_even(t) } else { t },
+            }
+        })
+        .collect();
+    g.push(NoiseLevel::clean());
+    g
+}
+
+/// The sigma grid of the sigma-space samplers (Euler, Heun, Euler ancestral), as diffusers'
+/// `EulerDiscreteScheduler.set_timesteps(n)` with its default options: fractional
+/// `timesteps(spacing)`, sigmas interpolated in the schedule's sigma table, optionally replaced
+/// by Karras sigmas (rho = 7) between the first and last interpolated sigma with
+/// log-sigma-interpolated timesteps; then sigma = 0. A zero-terminal-SNR schedule is first made
+/// finite ([`finite_sigma_schedule`]). Every other option: [`euler_grid`].
+pub fn sigma_space_grid(
+    schedule: &Schedule,
+    spacing: Spacing,
+    n: usize,
+    steps_offset: usize,
+    karras: bool,
+) -> Vec<NoiseLevel> {
+    let options = SigmaGridOptions {
+        spacing,
+        steps_offset,
+        conversion: SigmaConversion::karras_if(karras),
+        ..SigmaGridOptions::default()
+    };
+    euler_grid(schedule, n, &options)
+}
+
 /// The options of diffusers' `DPMSolverMultistepScheduler.set_timesteps`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -373,41 +369,6 @@ impl Default for DpmGridOptions {
             model_time: ModelTime::RoundedIndex,
             final_sigma: FinalSigma::Zero,
             lambda_min_clipped: f64::NEG_INFINITY,
-        }
-    }
-}
-
-/// DPM-Solver's integer timesteps below `last_timestep` (T unless lambda is clipped):
-/// linspace takes `linspace(0, last - 1, n + 1).round()[::-1][:-1]`, leading steps by
-/// `last // (n + 1)` (plus `steps_offset`), trailing `arange(last, 0, -T/n).round() - 1` (which
-/// has fewer than n entries when last < T).
-pub fn dpm_solver_timesteps_below(
-    spacing: Spacing,
-    num_train: usize,
-    last_timestep: usize,
-    n: usize,
-    steps_offset: usize,
-) -> Vec<usize> {
-    match spacing {
-        Spacing::Linspace => {
-            let mut t: Vec<usize> = linspace(0.0, last_timestep as f64 - 1.0, n + 1)
-                .into_iter()
-                .map(|t| round_half_even(t) as usize)
-                .collect();
-            t.reverse();
-            t.pop();
-            t
-        }
-        Spacing::Leading => {
-            let ratio = last_timestep / (n + 1);
-            (1..=n).rev().map(|i| i * ratio + steps_offset).collect()
-        }
-        Spacing::Trailing => {
-            let step = num_train as f64 / n as f64;
-            let len = (last_timestep as f64 / step).ceil() as usize;
-            (0..len)
-                .map(|k| (round_half_even(last_timestep as f64 - k as f64 * step) - 1.0) as usize)
-                .collect()
         }
     }
 }
@@ -449,6 +410,27 @@ pub fn dpm_grid(schedule: &Schedule, n: usize, options: &DpmGridOptions) -> Vec<
     };
     grid.push(final_level(&logs, final_sigma(&s, options.final_sigma)));
     grid
+}
+
+/// DPM-Solver's grid (VP space) with diffusers' default options: the schedule's levels at
+/// [`dpm_solver_timesteps`], or Karras sigmas (rho = 7) between the smallest and largest sigma
+/// of the whole training table with rounded recovered timesteps; then sigma = 0. As in
+/// diffusers, a zero-terminal-SNR table is made finite first ([`finite_sigma_schedule`]); the
+/// solver itself also accepts sigma = +inf. Every other option: [`dpm_grid`].
+pub fn dpm_solver_grid(
+    schedule: &Schedule,
+    spacing: Spacing,
+    n: usize,
+    steps_offset: usize,
+    karras: bool,
+) -> Vec<NoiseLevel> {
+    let options = DpmGridOptions {
+        spacing,
+        steps_offset,
+        conversion: SigmaConversion::karras_if(karras),
+        ..DpmGridOptions::default()
+    };
+    dpm_grid(schedule, n, &options)
 }
 
 #[cfg(test)]

@@ -196,6 +196,10 @@ fn check_report(dir: &Path) -> (std::collections::HashMap<String, serde_json::Va
         }
     }
     assert!(!html.contains("@import") && !html.contains("url("), "CSS loads nothing");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no URL anywhere in the page"
+    );
     (plots, images)
 }
 
@@ -233,10 +237,7 @@ fn a_2d_report_holds_the_metrics_and_previews_leave_training_unchanged() {
     let without = train(
         mlp_run(40, 10),
         off.path(),
-        &ReportOptions {
-            preview_every: 0,
-            ..ReportOptions::default()
-        },
+        &ReportOptions::no_previews(),
     );
     assert_eq!(bits(&with.params.values), bits(&without.params.values));
     assert_eq!(bits(&with.ema.values), bits(&without.ema.values));
@@ -318,11 +319,7 @@ fn the_report_shows_eval_results_and_the_loss_by_timestep() {
     cfg.schedule.num_train_timesteps = 20;
     cfg.train.timestep_sampling = diffuse::loss::TimestepSampling::LossAware;
     let dir = tempfile::tempdir().unwrap();
-    let opts = ReportOptions {
-        preview_every: 0,
-        ..ReportOptions::default()
-    };
-    train(cfg, dir.path(), &opts);
+    train(cfg, dir.path(), &ReportOptions::no_previews());
     // An image-style eval line and a points-style eval.json, as `diffuse eval` writes them.
     std::fs::write(
         dir.path().join("eval.jsonl"),
@@ -344,6 +341,33 @@ fn the_report_shows_eval_results_and_the_loss_by_timestep() {
     assert_eq!(last["x"][0].as_f64(), Some(1.0));
 }
 
+#[test]
+fn a_resumed_run_reports_both_sessions_and_one_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = |until| FitOptions {
+        until: Some(until),
+        progress: false,
+    };
+    let report = ReportOptions::default();
+    let mut first = Trainer::new(mlp_run(40, 10)).unwrap();
+    fit_with_report(&mut first, dir.path(), &opts(20), &report).unwrap();
+    let ckpt = diffuse::train::load_checkpoint(dir.path()).unwrap();
+    let mut resumed = Trainer::from_checkpoint(ckpt).unwrap();
+    fit_with_report(&mut resumed, dir.path(), &opts(40), &report).unwrap();
+    let (plots, _) = check_report(dir.path());
+    let steps: Vec<f64> = metrics(dir.path())
+        .iter()
+        .map(|r| r["step"].as_f64().unwrap())
+        .collect();
+    assert_eq!(line(&plots["loss"], "raw").0, steps);
+    let html = std::fs::read_to_string(dir.path().join(REPORT_FILE)).unwrap();
+    assert!(html.contains("in 2 session(s)"), "timing counts both sessions");
+    // Previews at 0, 10, 20 (first session's end) and 30, 40; none drawn twice.
+    assert_eq!(html.matches("class=\"points\"").count(), 1 + 5);
+    let index = std::fs::read_to_string(dir.path().join("previews/index.jsonl")).unwrap();
+    assert_eq!(index.lines().count(), 5);
+}
+
 fn diffuse_cmd(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_diffuse"))
         .args(args)
@@ -355,10 +379,7 @@ fn diffuse_cmd(args: &[&str]) -> std::process::Output {
 fn report_and_compare_commands_write_pages() {
     let root = tempfile::tempdir().unwrap();
     let (a, b): (PathBuf, PathBuf) = (root.path().join("a"), root.path().join("b"));
-    let opts = ReportOptions {
-        preview_every: 0,
-        ..ReportOptions::default()
-    };
+    let opts = ReportOptions::no_previews();
     train(mlp_run(10, 0), &a, &opts);
     let mut cfg = mlp_run(10, 0);
     cfg.train.lr = 1e-3;

@@ -1,7 +1,7 @@
 //! The comparison page of several runs (`diffuse compare`): their curves overlaid, the config
 //! fields in which they differ, and their evaluation figures side by side.
 
-use super::html::{escape, page, table};
+use super::html::{escape, href, page, table};
 use super::page::{
     column, compact, config_rows, duration, raw_and_smoothed, smooth, smoothing_weight, timing,
 };
@@ -102,7 +102,7 @@ pub fn compare_page(runs: &[RunData], out: &Path) -> String {
             vec![
                 format!(
                     "<a href=\"{}\">{}</a>",
-                    escape(&link.to_string_lossy()),
+                    href(&link.to_string_lossy()),
                     escape(&r.name)
                 ),
                 format!("{step} / {}", r.config.train.steps),

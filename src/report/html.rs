@@ -17,6 +17,21 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// A relative path as an `href` value: bytes outside `A-Z a-z 0-9 - . _ ~ /` percent-encoded
+/// (RFC 3986), then escaped for the attribute.
+pub fn href(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// Standard base64 with padding (RFC 4648 §4).
 pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] =
@@ -132,6 +147,7 @@ mod tests {
     #[test]
     fn escaping_and_json_blocks_cannot_break_out() {
         assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(href("runs/a b/\"x\".html"), "runs/a%20b/%22x%22.html");
         let block = json_script("d", &serde_json::json!({"s": "</script><b>"}));
         assert!(!block[..block.len() - "</script>".len()].contains("</script>"));
         let back: serde_json::Value = serde_json::from_str(

@@ -16,6 +16,7 @@
 //! `eval.json`).
 
 pub mod compare;
+pub mod gallery;
 pub mod html;
 pub mod page;
 pub mod preview;
@@ -53,8 +54,12 @@ pub enum ReportError {
     },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
-    #[error("drawing the preview at step {step}: {source}")]
-    Preview { step: u64, source: crate::Error },
+    #[error("{path}: drawing the preview of step {step}: {source}")]
+    Preview {
+        path: PathBuf,
+        step: u64,
+        source: crate::Error,
+    },
 }
 
 impl ReportError {
@@ -93,7 +98,12 @@ impl From<ReportError> for crate::train::TrainError {
                 path,
                 source: std::io::Error::other(reason),
             },
-            ReportError::Preview { source, .. } => crate::train::TrainError::Config(source),
+            ReportError::Preview { path, step, source } => crate::train::TrainError::Io {
+                path,
+                source: std::io::Error::other(format!(
+                    "drawing the preview of step {step}: {source}"
+                )),
+            },
         }
     }
 }

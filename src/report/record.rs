@@ -31,6 +31,16 @@ impl Default for ReportOptions {
     }
 }
 
+impl ReportOptions {
+    /// The report without previews.
+    pub fn no_previews() -> Self {
+        ReportOptions {
+            preview_every: 0,
+            ..ReportOptions::default()
+        }
+    }
+}
+
 /// Timestep buckets of the per-t loss plot.
 pub const TIMESTEP_BUCKETS: usize = 10;
 
@@ -99,7 +109,13 @@ impl RunRecorder {
         let dir = self.dir.join(PREVIEW_DIR);
         std::fs::create_dir_all(&dir).map_err(ReportError::io(&dir))?;
         let start = Instant::now();
-        let p = draw_preview(trainer, self.options.image_rows).map_err(|source| ReportError::Preview { step, source })?;
+        let p = draw_preview(trainer, self.options.image_rows).map_err(|source| {
+            ReportError::Preview {
+                path: dir.clone(),
+                step,
+                source,
+            }
+        })?;
         let seconds = start.elapsed().as_secs_f64();
         let file = match p.image_shape {
             Some(shape) => {

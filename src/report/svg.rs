@@ -301,7 +301,7 @@ impl LinePlot {
         let mut s = String::new();
         let _ = write!(
             s,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" role=\"img\" \
+            "<svg viewBox=\"0 0 {W} {H}\" role=\"img\" \
              aria-label=\"{}\" font-family=\"system-ui, sans-serif\" font-size=\"12\">",
             escape(&self.title)
         );
@@ -445,7 +445,7 @@ pub fn scatter(title: &str, points: &[f64], range: f64, color_index: usize) -> S
     let p = |v: f64| pad + (v + range) / (2.0 * range) * inner;
     let q = |v: f64| pad + (range - v) / (2.0 * range) * inner;
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {size} {size}\" role=\"img\" \
+        "<svg viewBox=\"0 0 {size} {size}\" role=\"img\" \
          aria-label=\"{}\" font-family=\"system-ui, sans-serif\" font-size=\"11\">\
          <text x=\"{}\" y=\"17\" text-anchor=\"middle\" font-size=\"13\" font-weight=\"600\">{}</text>\
          <rect x=\"{pad}\" y=\"{pad}\" width=\"{inner}\" height=\"{inner}\" fill=\"#fbfcfe\" stroke=\"#9aa3b2\"/>",

@@ -26,12 +26,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 
 /// Trains to the configured step count, writing `metrics.jsonl` (appended on resume),
 /// checkpoints every `checkpoint_every` steps and at the end, `loss.png`, and the run report
-/// with a preview at every checkpoint ([`crate::report`]).
+/// ([`crate::report`]; without previews: [`fit_with_report`] chooses).
 pub fn fit(trainer: &mut Trainer, out: &Path, opts: &FitOptions) -> Result<(), TrainError> {
-    fit_with_report(trainer, out, opts, &ReportOptions::default())
+    fit_with_report(trainer, out, opts, &ReportOptions::no_previews())
 }
 
-/// [`fit`] with the report's options (`preview_every`).
+/// [`fit`] with the report's options (previews every K checkpoints).
 pub fn fit_with_report(
     trainer: &mut Trainer,
     out: &Path,

@@ -115,7 +115,9 @@ fn check_balanced(html: &str) -> Vec<String> {
         let tag = &rest[1..end];
         rest = &rest[end + 1..];
         if let Some(name) = tag.strip_prefix('/') {
-            let open = stack.pop().unwrap_or_else(|| panic!("</{name}> closes nothing"));
+            let open = stack
+                .pop()
+                .unwrap_or_else(|| panic!("</{name}> closes nothing"));
             assert_eq!(open, name, "</{name}> closes <{open}>");
             continue;
         }
@@ -152,7 +154,9 @@ fn attr(tag: &tl::HTMLTag, name: &str) -> Option<String> {
 fn check_report(dir: &Path) -> (std::collections::HashMap<String, serde_json::Value>, usize) {
     let html = std::fs::read_to_string(dir.join(REPORT_FILE)).unwrap();
     let names = check_balanced(&html);
-    for required in ["html", "head", "body", "title", "h1", "table", "figure", "svg"] {
+    for required in [
+        "html", "head", "body", "title", "h1", "table", "figure", "svg",
+    ] {
         assert!(names.iter().any(|n| n == required), "no <{required}>");
     }
     let dom = tl::parse(&html, tl::ParserOptions::default()).expect("parses as HTML");
@@ -195,7 +199,10 @@ fn check_report(dir: &Path) -> (std::collections::HashMap<String, serde_json::Va
             _ => {}
         }
     }
-    assert!(!html.contains("@import") && !html.contains("url("), "CSS loads nothing");
+    assert!(
+        !html.contains("@import") && !html.contains("url("),
+        "CSS loads nothing"
+    );
     assert!(
         !html.contains("http://") && !html.contains("https://"),
         "no URL anywhere in the page"
@@ -234,11 +241,7 @@ fn a_2d_report_holds_the_metrics_and_previews_leave_training_unchanged() {
     // 40 steps, a checkpoint every 10: previews at 0, 10, 20, 30, 40 (50 ms each).
     let (on, off) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let with = train(mlp_run(40, 10), on.path(), &ReportOptions::default());
-    let without = train(
-        mlp_run(40, 10),
-        off.path(),
-        &ReportOptions::no_previews(),
-    );
+    let without = train(mlp_run(40, 10), off.path(), &ReportOptions::no_previews());
     assert_eq!(bits(&with.params.values), bits(&without.params.values));
     assert_eq!(bits(&with.ema.values), bits(&without.ema.values));
     assert_eq!(bits(&with.optimizer.m), bits(&without.optimizer.m));
@@ -251,12 +254,18 @@ fn a_2d_report_holds_the_metrics_and_previews_leave_training_unchanged() {
     // Exact equality: the page's JSON holds the same f64s serde wrote to metrics.jsonl.
     assert_eq!(line(&plots["loss"], "raw"), (col("step"), col("loss")));
     assert_eq!(line(&plots["lr"], "lr"), (col("step"), col("lr")));
-    assert_eq!(line(&plots["grad_norm"], "raw"), (col("step"), col("grad_norm")));
+    assert_eq!(
+        line(&plots["grad_norm"], "raw"),
+        (col("step"), col("grad_norm"))
+    );
     let html = std::fs::read_to_string(on.path().join(REPORT_FILE)).unwrap();
     // One scatter of data plus one per preview, each point drawn.
     assert_eq!(html.matches("class=\"points\"").count(), 1 + 5);
     for step in [0, 10, 20, 30, 40] {
-        assert!(html.contains(&format!(">step {step}<")), "preview of step {step}");
+        assert!(
+            html.contains(&format!(">step {step}<")),
+            "preview of step {step}"
+        );
     }
     // The run without previews has a report too, saying so.
     let html_off = std::fs::read_to_string(off.path().join(REPORT_FILE)).unwrap();
@@ -294,7 +303,10 @@ fn an_image_report_embeds_its_class_grids_and_previews_leave_training_unchanged(
     assert_eq!(line(&plots["loss"], ""), (steps, loss));
     let html = std::fs::read_to_string(on.path().join(REPORT_FILE)).unwrap();
     for class in ["T-shirt/top", "Trouser", "Ankle boot"] {
-        assert!(html.contains(&format!(">{class}</span>")), "column label {class}");
+        assert!(
+            html.contains(&format!(">{class}</span>")),
+            "column label {class}"
+        );
     }
     assert!(on.path().join("previews/step-00000002.png").is_file());
 }
@@ -308,7 +320,10 @@ fn an_sde_report_previews_with_euler_maruyama() {
     let (plots, _) = check_report(dir.path());
     assert!(plots.contains_key("loss") && plots.contains_key("grad_norm"));
     let html = std::fs::read_to_string(dir.path().join(REPORT_FILE)).unwrap();
-    assert!(html.contains("score SDE: vp"), "the schedule row names the SDE");
+    assert!(
+        html.contains("score SDE: vp"),
+        "the schedule row names the SDE"
+    );
     assert!(html.contains("em with 50 steps"));
     assert_eq!(html.matches("class=\"points\"").count(), 1 + 3);
 }
@@ -331,7 +346,10 @@ fn the_report_shows_eval_results_and_the_loss_by_timestep() {
     let html = std::fs::read_to_string(path).unwrap();
     check_report(dir.path());
     assert!(html.contains("test_bits_per_dim") && html.contains("4.2500 ± 0.1250 (95% CI)"));
-    assert!(html.contains("eval.jsonl line 2: skipped"), "the cut line is named");
+    assert!(
+        html.contains("eval.jsonl line 2: skipped"),
+        "the cut line is named"
+    );
     let (plots, _) = check_report(dir.path());
     let t = &plots["timestep_loss"];
     let last = t["lines"].as_array().unwrap().last().unwrap();
@@ -361,7 +379,10 @@ fn a_resumed_run_reports_both_sessions_and_one_history() {
         .collect();
     assert_eq!(line(&plots["loss"], "raw").0, steps);
     let html = std::fs::read_to_string(dir.path().join(REPORT_FILE)).unwrap();
-    assert!(html.contains("in 2 session(s)"), "timing counts both sessions");
+    assert!(
+        html.contains("in 2 session(s)"),
+        "timing counts both sessions"
+    );
     // Previews at 0, 10, 20 (first session's end) and 30, 40; none drawn twice.
     assert_eq!(html.matches("class=\"points\"").count(), 1 + 5);
     let index = std::fs::read_to_string(dir.path().join("previews/index.jsonl")).unwrap();
@@ -386,7 +407,11 @@ fn report_and_compare_commands_write_pages() {
     train(cfg, &b, &opts);
     std::fs::remove_file(a.join(REPORT_FILE)).unwrap();
     let out = diffuse_cmd(&["report", a.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     check_report(&a);
 
     let page = root.path().join("pages/compare.html");
@@ -398,11 +423,21 @@ fn report_and_compare_commands_write_pages() {
         "--out",
         page.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let html = std::fs::read_to_string(&page).unwrap();
     check_balanced(&html);
-    assert!(html.contains("href=\"../a/report.html\""), "relative link to each report");
-    assert!(html.contains("<code>train.lr</code>"), "the differing field is listed");
+    assert!(
+        html.contains("href=\"../a/report.html\""),
+        "relative link to each report"
+    );
+    assert!(
+        html.contains("<code>train.lr</code>"),
+        "the differing field is listed"
+    );
     // Both runs' losses are overlaid, each with the numbers of its metrics.jsonl.
     // 5 rows are too few to smooth: one line per run in each of loss, lr and gradient norm.
     assert_eq!(html.matches("class=\"series\" data-name=\"a\"").count(), 3);
@@ -411,5 +446,8 @@ fn report_and_compare_commands_write_pages() {
     let out = diffuse_cmd(&["report", root.path().join("missing").to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("missing") && err.contains("config.json"), "{err}");
+    assert!(
+        err.contains("missing") && err.contains("config.json"),
+        "{err}"
+    );
 }

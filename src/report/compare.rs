@@ -54,7 +54,14 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
     }
 }
 
-fn overlay(runs: &[RunData], id: &str, title: &str, y: Axis, pick: fn(&super::run_data::MetricRow) -> Option<f64>, raw: bool) -> Option<LinePlot> {
+fn overlay(
+    runs: &[RunData],
+    id: &str,
+    title: &str,
+    y: Axis,
+    pick: fn(&super::run_data::MetricRow) -> Option<f64>,
+    raw: bool,
+) -> Option<LinePlot> {
     let mut lines = Vec::new();
     for (k, run) in runs.iter().enumerate() {
         let (s, v) = column(&run.metrics, pick);
@@ -84,7 +91,10 @@ fn overlay(runs: &[RunData], id: &str, title: &str, y: Axis, pick: fn(&super::ru
 
 /// The comparison page; `out` is where it will be written (links are relative to it).
 pub fn compare_page(runs: &[RunData], out: &Path) -> String {
-    let out_dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let out_dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut body = format!("<h1>Comparison of {} runs</h1>", runs.len());
     // Overview.
     let rows: Vec<Vec<String>> = runs
@@ -95,9 +105,15 @@ pub fn compare_page(runs: &[RunData], out: &Path) -> String {
             let last_loss = r.metrics.last().map_or("-".into(), |_| {
                 let (_, loss) = column(&r.metrics, |m| Some(m.loss));
                 let w = smoothing_weight(loss.len());
-                format!("{:.4}", smooth(&loss, w).last().copied().unwrap_or(f64::NAN))
+                format!(
+                    "{:.4}",
+                    smooth(&loss, w).last().copied().unwrap_or(f64::NAN)
+                )
             });
-            let step = r.checkpoint_step.or(r.metrics.last().map(|m| m.step)).unwrap_or(0);
+            let step = r
+                .checkpoint_step
+                .or(r.metrics.last().map(|m| m.step))
+                .unwrap_or(0);
             let cfg: BTreeMap<&str, String> = config_rows(r).into_iter().collect();
             vec![
                 format!(
@@ -111,7 +127,8 @@ pub fn compare_page(runs: &[RunData], out: &Path) -> String {
                 escape(&cfg["loss"]),
                 last_loss,
                 escape(&duration(tm.seconds)),
-                tm.steps_per_second.map_or("-".into(), |v| format!("{v:.2}")),
+                tm.steps_per_second
+                    .map_or("-".into(), |v| format!("{v:.2}")),
             ]
         })
         .collect();
@@ -120,7 +137,16 @@ pub fn compare_page(runs: &[RunData], out: &Path) -> String {
         "<h2>Runs</h2>{}",
         table(
             "runs",
-            &["run (report)", "step", "model", "data", "loss", "final loss (smoothed)", "time", "steps/s"],
+            &[
+                "run (report)",
+                "step",
+                "model",
+                "data",
+                "loss",
+                "final loss (smoothed)",
+                "time",
+                "steps/s"
+            ],
             &rows
         )
     );
@@ -129,7 +155,11 @@ pub fn compare_page(runs: &[RunData], out: &Path) -> String {
         .iter()
         .map(|r| {
             let mut m = BTreeMap::new();
-            flatten("", &serde_json::to_value(&r.config).unwrap_or(Value::Null), &mut m);
+            flatten(
+                "",
+                &serde_json::to_value(&r.config).unwrap_or(Value::Null),
+                &mut m,
+            );
             m
         })
         .collect();
@@ -142,7 +172,10 @@ pub fn compare_page(runs: &[RunData], out: &Path) -> String {
         })
         .map(|k| {
             let mut row = vec![format!("<code>{}</code>", escape(k))];
-            row.extend(flat.iter().map(|m| escape(m.get(k).map_or("-", String::as_str))));
+            row.extend(
+                flat.iter()
+                    .map(|m| escape(m.get(k).map_or("-", String::as_str))),
+            );
             row
         })
         .collect();
@@ -158,9 +191,30 @@ pub fn compare_page(runs: &[RunData], out: &Path) -> String {
     // Curves.
     body.push_str("<h2>Training curves</h2><div class=\"plots\">");
     let plots = [
-        overlay(runs, "loss", "Training loss (smoothed over raw)", Axis::log("loss (log scale)"), |m| Some(m.loss), true),
-        overlay(runs, "lr", "Learning rate", Axis::linear("learning rate (per step)"), |m| m.lr, false),
-        overlay(runs, "grad_norm", "Gradient norm (before clipping)", Axis::log("global L2 norm (log scale)"), |m| m.grad_norm, true),
+        overlay(
+            runs,
+            "loss",
+            "Training loss (smoothed over raw)",
+            Axis::log("loss (log scale)"),
+            |m| Some(m.loss),
+            true,
+        ),
+        overlay(
+            runs,
+            "lr",
+            "Learning rate",
+            Axis::linear("learning rate (per step)"),
+            |m| m.lr,
+            false,
+        ),
+        overlay(
+            runs,
+            "grad_norm",
+            "Gradient norm (before clipping)",
+            Axis::log("global L2 norm (log scale)"),
+            |m| m.grad_norm,
+            true,
+        ),
     ];
     for p in plots.into_iter().flatten() {
         body.push_str(&p.to_html());
@@ -194,7 +248,11 @@ pub fn compare_page(runs: &[RunData], out: &Path) -> String {
             .into_iter()
             .map(|((metric, sampler), cells)| {
                 let mut row = vec![escape(&metric), escape(&sampler)];
-                row.extend(cells.into_iter().map(|c| escape(c.as_deref().unwrap_or("-"))));
+                row.extend(
+                    cells
+                        .into_iter()
+                        .map(|c| escape(c.as_deref().unwrap_or("-"))),
+                );
                 row
             })
             .collect();

@@ -141,4 +141,3 @@ fn png_width(png: &[u8]) -> Option<u32> {
     let b = png.get(16..20)?;
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
-

@@ -175,7 +175,8 @@ fn summary(run: &RunData) -> String {
         format!(
             "{}{}",
             s.device,
-            s.threads.map_or(String::new(), |t| format!(", {t} threads"))
+            s.threads
+                .map_or(String::new(), |t| format!(", {t} threads"))
         )
     }));
     let unknown = || "unknown (no sessions.jsonl)".to_string();
@@ -357,14 +358,26 @@ pub fn eval_table(evals: &[EvalRow]) -> String {
                     .as_ref()
                     .map_or("-".into(), |f| escape(&figure(f, e.spread_kind))),
                 ratio,
-                format!("{} <span class=\"muted\">({})</span>", escape(&e.note), escape(&e.source)),
+                format!(
+                    "{} <span class=\"muted\">({})</span>",
+                    escape(&e.note),
+                    escape(&e.source)
+                ),
             ]
         })
         .collect();
     table(
         "evals",
         &[
-            "metric", "step", "sampler", "n", "seeds", "model", "floor", "model / floor", "notes",
+            "metric",
+            "step",
+            "sampler",
+            "n",
+            "seeds",
+            "model",
+            "floor",
+            "model / floor",
+            "notes",
         ],
         &rows,
     )

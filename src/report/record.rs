@@ -182,7 +182,8 @@ fn timestep_loss_line(trainer: &Trainer) -> Option<serde_json::Value> {
         .map(|b| {
             let (t0, t1) = (b * t / buckets, (b + 1) * t / buckets);
             let values: Vec<f64> = history[t0..t1].iter().flatten().copied().collect();
-            let mean = (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+            let mean =
+                (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
             serde_json::json!({"t0": t0, "t1": t1, "mean": mean, "count": values.len()})
         })
         .collect();

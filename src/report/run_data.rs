@@ -134,7 +134,8 @@ fn read_lines<T: serde::de::DeserializeOwned>(
             Ok(v) => out.push(v),
             Err(e) => warnings.push(format!(
                 "{} line {}: skipped ({e})",
-                path.file_name().map_or_else(String::new, |f| f.to_string_lossy().into()),
+                path.file_name()
+                    .map_or_else(String::new, |f| f.to_string_lossy().into()),
                 k + 1
             )),
         }
@@ -181,11 +182,22 @@ fn eval_line(v: &Value) -> Option<EvalRow> {
         (other, _) => other.to_string(),
     };
     let floor = figure(&v["floor"]).or_else(|| {
-        v["test_images"].as_f64().map(|mean| Figure { mean, spread: None })
+        v["test_images"]
+            .as_f64()
+            .map(|mean| Figure { mean, spread: None })
     });
     let skip = [
-        "metric", "step", "sampler", "sampler_steps", "n", "images", "seeds", "seed", "model",
-        "floor", "test_images",
+        "metric",
+        "step",
+        "sampler",
+        "sampler_steps",
+        "n",
+        "images",
+        "seeds",
+        "seed",
+        "model",
+        "floor",
+        "test_images",
     ];
     let note: Vec<String> = v
         .as_object()?
@@ -203,7 +215,9 @@ fn eval_line(v: &Value) -> Option<EvalRow> {
         sampler: format!(
             "{} {}",
             v["sampler"].as_str().unwrap_or("-"),
-            v["sampler_steps"].as_u64().map_or(String::new(), |s| format!("x{s}"))
+            v["sampler_steps"]
+                .as_u64()
+                .map_or(String::new(), |s| format!("x{s}"))
         ),
         n: v["n"].as_u64().or_else(|| v["images"].as_u64()),
         seeds,
@@ -284,10 +298,7 @@ fn eval_report(v: &Value) -> Vec<EvalRow> {
             floor: v["nll"]["true_nll_nats"]
                 .as_f64()
                 .map(|mean| Figure { mean, spread: None }),
-            note: format!(
-                "{} bits/dim; floor: true NLL",
-                v["nll"]["bits_per_dim"]
-            ),
+            note: format!("{} bits/dim; floor: true NLL", v["nll"]["bits_per_dim"]),
         });
     }
     out
@@ -326,7 +337,8 @@ fn list_files(dir: &Path) -> Result<Vec<(String, u64)>, ReportError> {
 pub fn read_run(dir: &Path) -> Result<RunData, ReportError> {
     let config = load_config(dir)?;
     let config_path = dir.join(CONFIG_FILE);
-    let config_json = std::fs::read_to_string(&config_path).map_err(ReportError::io(&config_path))?;
+    let config_json =
+        std::fs::read_to_string(&config_path).map_err(ReportError::io(&config_path))?;
     let mut warnings = Vec::new();
     let rows: Vec<MetricRow> = read_lines(&dir.join("metrics.jsonl"), &mut warnings)?;
     let (metrics, segments) = history(rows);
@@ -437,7 +449,10 @@ mod tests {
             "floor": {"mean": 1.5, "ci95": 0.1},
         });
         let r = eval_line(&line).unwrap();
-        assert_eq!((r.step, r.n, r.seeds.as_str()), (Some(1000), Some(500), "0..2"));
+        assert_eq!(
+            (r.step, r.n, r.seeds.as_str()),
+            (Some(1000), Some(500), "0..2")
+        );
         assert_eq!(r.floor.unwrap().mean, 1.5);
         assert!(r.note.contains("feature_dim: 128"), "{}", r.note);
         let report = serde_json::json!({

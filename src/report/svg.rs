@@ -258,13 +258,13 @@ fn range(values: impl Iterator<Item = f64>, axis: &Axis, pad: bool) -> (f64, f64
         return (lo - d, hi + d);
     }
     match (axis.scale, pad) {
-        // Whole decades around log data, so every plot shows at least one labelled decade.
+        // Wide log data spans whole decades; narrower data is padded like linear data (its
+        // ticks then include 2, 3 and 5 times the powers of ten).
         (Scale::Log10, _) => {
-            let (a, b) = (lo.floor(), hi.ceil());
-            if b - a <= 2.0 {
+            if hi - lo <= 2.5 {
                 (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
             } else {
-                (a, b)
+                (lo.floor(), hi.ceil())
             }
         }
         (Scale::Linear, true) => (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)),
@@ -471,8 +471,7 @@ pub fn scatter(title: &str, points: &[f64], range: f64, color_index: usize) -> S
     let mut d = String::new();
     let mut shown = 0;
     for xy in points.chunks_exact(2) {
-        if xy[0].is_finite() && xy[1].is_finite() && xy[0].abs() <= range && xy[1].abs() <= range
-        {
+        if xy[0].is_finite() && xy[1].is_finite() && xy[0].abs() <= range && xy[1].abs() <= range {
             let _ = write!(d, "M{} {}h0", num(p(xy[0])), num(q(xy[1])));
             shown += 1;
         }
@@ -504,10 +503,15 @@ mod tests {
     fn integer_axes_print_integers_and_log_axes_decades() {
         let steps = Axis::integer("step");
         let t = ticks(&steps, 0.0, 7.0);
-        assert!(t.iter().all(|(v, l)| v.fract() == 0.0 && !l.contains('.')), "{t:?}");
+        assert!(
+            t.iter().all(|(v, l)| v.fract() == 0.0 && !l.contains('.')),
+            "{t:?}"
+        );
         assert_eq!(t.first().map(|x| x.1.as_str()), Some("0"));
         // A 3-step run must not get ticks at 0.5.
-        assert!(ticks(&steps, 1.0, 3.0).iter().all(|(v, _)| v.fract() == 0.0));
+        assert!(ticks(&steps, 1.0, 3.0)
+            .iter()
+            .all(|(v, _)| v.fract() == 0.0));
         let labels: Vec<String> = log_ticks(-3.0, 1.0).into_iter().map(|t| t.1).collect();
         assert_eq!(labels, ["0.001", "0.01", "0.1", "1", "10"]);
         let labels: Vec<String> = log_ticks(-1.5, -0.2).into_iter().map(|t| t.1).collect();

@@ -27,8 +27,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let html = diffuse::report::compare_page(&runs, &args.out);
-    diffuse::train::checkpoint::atomic_write(&args.out, |f| f.write_all(html.as_bytes()))
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    // The error names the file.
+    diffuse::train::checkpoint::atomic_write(&args.out, |f| f.write_all(html.as_bytes()))?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
 }

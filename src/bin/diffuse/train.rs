@@ -7,10 +7,10 @@ use diffuse::loss::{LossWeighting, TimestepSampling};
 use diffuse::nn::unet::{SampleSize, UNet2DConfig};
 use diffuse::nn::{MlpConfig, ModelConfig};
 use diffuse::prediction::PredictionType;
+use diffuse::report::ReportOptions;
 use diffuse::schedule::{BetaSchedule, ScheduleConfig};
 use diffuse::sde::SdeConfig;
 use diffuse::train::checkpoint::load_checkpoint;
-use diffuse::report::ReportOptions;
 use diffuse::train::{fit_with_report, FitOptions, RunConfig, TrainConfig, Trainer};
 use diffuse::variance::VarianceType;
 use std::path::PathBuf;
@@ -316,7 +316,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
     let first = trainer.step;
     let report = ReportOptions {
-        preview_every: if args.no_preview { 0 } else { args.preview_every },
+        preview_every: if args.no_preview {
+            0
+        } else {
+            args.preview_every
+        },
         ..ReportOptions::default()
     };
     fit_with_report(

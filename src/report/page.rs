@@ -179,19 +179,15 @@ fn summary(run: &RunData) -> String {
                 .map_or(String::new(), |t| format!(", {t} threads"))
         )
     }));
-    let unknown = || "unknown (no sessions.jsonl)".to_string();
-    rows.push((
-        "code version",
-        (!versions.is_empty())
-            .then(|| versions.join("; "))
-            .unwrap_or_else(unknown),
-    ));
-    rows.push((
-        "device",
-        (!devices.is_empty())
-            .then(|| devices.join("; "))
-            .unwrap_or_else(unknown),
-    ));
+    let listed = |items: Vec<String>| {
+        if items.is_empty() {
+            "unknown (no sessions.jsonl)".to_string()
+        } else {
+            items.join("; ")
+        }
+    };
+    rows.push(("code version", listed(versions)));
+    rows.push(("device", listed(devices)));
     let tm = timing(run);
     let speed = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} steps/s"));
     rows.push((

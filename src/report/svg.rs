@@ -168,7 +168,7 @@ fn linear_labels(values: &[f64], step: f64, integer: bool) -> Vec<String> {
                 format!("{}", v.round() as i64)
             } else if v == 0.0 {
                 "0".to_string()
-            } else if largest < 1e-2 || largest >= 1e5 {
+            } else if !(1e-2..1e5).contains(&largest) {
                 let k = v.abs().log10().floor() as i32;
                 let digits = (k - step.log10().floor() as i32).max(0) as usize;
                 let m = format!("{:.digits$}", v / 10f64.powi(k));

@@ -24,6 +24,7 @@ pub mod loss;
 pub mod nn;
 pub mod oracle;
 pub mod prediction;
+pub mod report;
 pub mod rng;
 pub mod sample;
 pub mod schedule;

@@ -3,6 +3,7 @@
 
 use super::checkpoint::save_checkpoint;
 use super::trainer::{TrainError, Trainer};
+use crate::report::{ReportOptions, RunRecorder};
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
@@ -24,9 +25,21 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 }
 
 /// Trains to the configured step count, writing `metrics.jsonl` (appended on resume),
-/// checkpoints every `checkpoint_every` steps and at the end, and `loss.png`.
+/// checkpoints every `checkpoint_every` steps and at the end, `loss.png`, and the run report
+/// ([`crate::report`]; without previews: [`fit_with_report`] chooses).
 pub fn fit(trainer: &mut Trainer, out: &Path, opts: &FitOptions) -> Result<(), TrainError> {
+    fit_with_report(trainer, out, opts, &ReportOptions::no_previews())
+}
+
+/// [`fit`] with the report's options (previews every K checkpoints).
+pub fn fit_with_report(
+    trainer: &mut Trainer,
+    out: &Path,
+    opts: &FitOptions,
+    report: &ReportOptions,
+) -> Result<(), TrainError> {
     std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let mut recorder = RunRecorder::start(trainer, out, report)?;
     let until = opts.until.unwrap_or(trainer.config.train.steps);
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics = std::io::BufWriter::new(
@@ -74,12 +87,14 @@ pub fn fit(trainer: &mut Trainer, out: &Path, opts: &FitOptions) -> Result<(), T
         if every > 0 && stats.step % every == 0 && stats.step != until {
             metrics.flush().map_err(io_err(&metrics_path))?;
             save_checkpoint(out, &trainer.checkpoint())?;
+            recorder.checkpoint(trainer, false)?;
         }
     }
     metrics.flush().map_err(io_err(&metrics_path))?;
     save_checkpoint(out, &trainer.checkpoint())?;
     bar.finish();
-    plot_loss_curve(&metrics_path, &out.join("loss.png"))
+    plot_loss_curve(&metrics_path, &out.join("loss.png"))?;
+    Ok(recorder.checkpoint(trainer, true)?)
 }
 
 /// Plots the `loss` column of a metrics file (log scale on y).

@@ -12,5 +12,5 @@ pub mod trainer;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, CheckpointError};
 pub use config::{RunConfig, TrainConfig};
-pub use fit::{fit, plot_loss_curve, FitOptions};
+pub use fit::{fit, fit_with_report, plot_loss_curve, FitOptions};
 pub use trainer::{StepStats, TrainError, Trainer};

@@ -2,8 +2,10 @@
 
 mod bench;
 mod bench_unet;
+mod compare;
 mod eval;
 mod eval_images;
+mod report;
 mod run_dir;
 mod sample;
 mod schedule;
@@ -35,6 +37,10 @@ enum Command {
     Eval(eval::Args),
     /// Time the training step (`diffuse bench train-mlp`, `diffuse bench train-unet`).
     Bench(bench::Args),
+    /// Rebuild a run directory's report.html (config, curves, previews, eval results).
+    Report(report::Args),
+    /// One HTML page comparing runs: curves overlaid, config differences, metrics side by side.
+    Compare(compare::Args),
 }
 
 /// `matches`: the parsed command line, for subcommands that tell given flags from defaults.
@@ -50,6 +56,8 @@ fn run(command: Command, matches: &ArgMatches) -> anyhow::Result<()> {
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Report(args) => report::run(args),
+        Command::Compare(args) => compare::run(args),
     }
 }
 

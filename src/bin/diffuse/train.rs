@@ -10,9 +10,10 @@ use diffuse::loss::{LossWeighting, TimestepSampling};
 use diffuse::nn::unet::{SampleSize, UNet2DConfig};
 use diffuse::nn::{MlpConfig, ModelConfig};
 use diffuse::prediction::PredictionType;
+use diffuse::report::ReportOptions;
 use diffuse::schedule::{BetaSchedule, ScheduleConfig};
 use diffuse::sde::SdeConfig;
-use diffuse::train::{fit, FitOptions, RunConfig, TrainConfig, Trainer};
+use diffuse::train::{fit_with_report, FitOptions, RunConfig, TrainConfig, Trainer};
 use diffuse::variance::VarianceType;
 use std::path::PathBuf;
 
@@ -119,6 +120,12 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Draw a fixed-seed preview for report.html at every K-th checkpoint (and at the end).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    preview_every: u64,
+    /// No previews in report.html (the report is still written).
+    #[arg(long)]
+    no_preview: bool,
     /// Train a continuous-time score model of this SDE (vp | subvp | ve) by denoising score
     /// matching instead of a discrete-step model; sample it with --sampler em | pc | ode.
     #[arg(long)]
@@ -331,13 +338,22 @@ pub fn run(args: Args, given: &clap::ArgMatches) -> anyhow::Result<()> {
     };
     let start = std::time::Instant::now();
     let first = trainer.step;
-    fit(
+    let report = ReportOptions {
+        preview_every: if args.no_preview {
+            0
+        } else {
+            args.preview_every
+        },
+        ..ReportOptions::default()
+    };
+    fit_with_report(
         &mut trainer,
         &args.out,
         &FitOptions {
             until: None,
             progress: !args.quiet,
         },
+        &report,
     )
     .with_context(|| format!("training into {}", args.out.display()))?;
     let secs = start.elapsed().as_secs_f64();

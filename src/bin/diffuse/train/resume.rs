@@ -20,8 +20,9 @@ use diffuse::train::checkpoint::{load_checkpoint, save_config, CONFIG_FILE};
 use diffuse::train::{RunConfig, Trainer};
 use serde_json::Value;
 
-/// Flags that are not part of the run's configuration.
-const NOT_CONFIG: [&str; 3] = ["out", "resume", "quiet"];
+/// Flags that are not part of the run's configuration (previews only feed report.html and
+/// never touch the training streams).
+const NOT_CONFIG: [&str; 5] = ["out", "resume", "quiet", "preview_every", "no_preview"];
 
 /// Loads the run in `--out`, checks the given flags against it, applies `--steps` and
 /// `--checkpoint-every`, and records the new plan in config.json before training goes on.

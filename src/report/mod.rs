@@ -86,6 +86,10 @@ impl From<crate::train::CheckpointError> for ReportError {
             | crate::train::CheckpointError::Invalid { path, reason } => {
                 ReportError::Invalid { path, reason }
             }
+            crate::train::CheckpointError::Write { path, reason, .. } => ReportError::Io {
+                path,
+                source: reason,
+            },
         }
     }
 }

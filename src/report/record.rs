@@ -140,7 +140,8 @@ impl RunRecorder {
                         dim: d,
                         values: preview_data(&trainer.data),
                     };
-                    write_points(&data_path, &data).map_err(ReportError::io(&data_path))?;
+                    write_points(&data_path, &data)
+                        .map_err(|e| ReportError::invalid(&data_path, e.to_string()))?;
                 }
                 let file = format!("step-{step:08}.csv");
                 let path = dir.join(&file);
@@ -148,7 +149,8 @@ impl RunRecorder {
                     dim: d,
                     values: p.values,
                 };
-                write_points(&path, &points).map_err(ReportError::io(&path))?;
+                write_points(&path, &points)
+                    .map_err(|e| ReportError::invalid(&path, e.to_string()))?;
                 file
             }
         };

@@ -373,6 +373,7 @@ fn image_train_sample_with_class_and_guidance() {
             "--out",
             "img",
             "--quiet",
+            "--no-preview",
         ],
         d,
     );
@@ -473,6 +474,7 @@ fn default_image_unet_is_the_benchmarked_one() {
             "--out",
             "run",
             "--quiet",
+            "--no-preview",
         ],
         d,
     );

@@ -60,7 +60,7 @@ impl LossWeighting {
                 crate::Error::config("loss.lambda", format!("{lambda} is not finite and > 0")),
             ),
             LossWeighting::Vlb {
-                variance: VarianceType::LearnedRange,
+                variance: VarianceType::LearnedRange | VarianceType::Learned,
             } => Err(crate::Error::config(
                 "loss.variance",
                 "the L_{t-1} weighting needs a fixed variance (fixed_small or fixed_large)",
@@ -111,13 +111,18 @@ pub fn eps_error_factor(prediction: PredictionType, alpha_bar: f64) -> f64 {
     }
 }
 
-/// sigma_t^2 of a fixed-variance reverse step at code index `i` (fixed_small uses the clipped
-/// beta_tilde, as DDPM does at t = 1 where beta_tilde_1 = 0).
+/// sigma_t^2 of a fixed-variance reverse step at code index `i`, as the bound's Gaussians use it
+/// ([`crate::variance::VarianceRange::fixed_log_variance`]: fixed_small's beta_tilde clipped at
+/// t = 1 where beta_tilde_1 = 0, fixed_large beta_t).
+///
+/// # Panics
+/// For a learned variance (rejected by [`LossWeighting::validate`]).
 pub fn reverse_variance(schedule: &Schedule, i: usize, variance: VarianceType) -> f64 {
-    match variance {
-        VarianceType::FixedLarge => schedule.beta[i],
-        _ => schedule.posterior_log_variance_clipped[i].exp(),
-    }
+    schedule
+        .variance_range(i)
+        .fixed_log_variance(variance)
+        .expect("the L_{t-1} weighting has a fixed variance (validated)")
+        .exp()
 }
 
 /// The L_{t-1} weight on the squared eps error: `beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t))`.

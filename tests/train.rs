@@ -274,3 +274,34 @@ fn autodiff_path_matches_the_fused_kernel_on_the_same_mlp() {
         autodiff.step = kernel.step;
     }
 }
+
+#[test]
+fn zero_terminal_snr_with_eps_prediction_is_rejected_naming_both_settings() {
+    // SPEC §1: zero terminal SNR needs v (or x0) prediction; eps gives NaN samples at t = T.
+    // The run's config check (training, and every run a sampler loads) says so by name.
+    let mut cfg = tiny(ToyDataset::Moons, 10, 32);
+    cfg.schedule.rescale_zero_terminal_snr = true;
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("prediction") && err.contains("rescale_zero_terminal_snr"),
+        "{err}"
+    );
+    assert!(Trainer::new(cfg.clone()).is_err());
+    for ok in [PredictionType::V, PredictionType::X0] {
+        cfg.prediction = ok;
+        cfg.validate().unwrap();
+    }
+    // And a run directory with that config does not load.
+    let dir = tempfile::tempdir().unwrap();
+    cfg.prediction = PredictionType::V;
+    let t = Trainer::new(cfg).unwrap();
+    save_checkpoint(dir.path(), &t.checkpoint()).unwrap();
+    let config = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("\"v\"", "\"eps\"")).unwrap();
+    let e = load_checkpoint(dir.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("config.json") && e.contains("rescale_zero_terminal_snr"),
+        "{e}"
+    );
+}

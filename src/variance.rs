@@ -164,7 +164,10 @@ mod tests {
         assert!(close(r2.log_beta_tilde_clipped, bt2.ln()));
         assert!(close(r3.beta, 0.3) && close(r3.log_beta_tilde_clipped, bt3.ln()));
         assert_eq!(r1.fixed_variance(VarianceType::FixedSmall), Some(0.0));
-        assert!(close(r1.fixed_variance(VarianceType::FixedLarge).unwrap(), 0.1));
+        assert!(close(
+            r1.fixed_variance(VarianceType::FixedLarge).unwrap(),
+            0.1
+        ));
         assert!(close(
             r1.fixed_log_variance(VarianceType::FixedSmall).unwrap(),
             bt2.ln()
@@ -200,7 +203,8 @@ mod tests {
             &Device::default(),
             DType::F64,
         );
-        let lv = to_vec(&learned_log_variance(VarianceType::LearnedRange, v.clone(), &ranges).unwrap());
+        let lv =
+            to_vec(&learned_log_variance(VarianceType::LearnedRange, v.clone(), &ranges).unwrap());
         let want = [
             bt2.ln(),
             0.5 * (bt2.ln() + 0.1f64.ln()),
@@ -216,7 +220,8 @@ mod tests {
             &learned_log_variance(VarianceType::LearnedRange, v.clone(), &ranges[1..]).unwrap(),
         );
         assert!((shared[0] - bt2.ln()).abs() < 1e-14 && (shared[2] - 0.2f64.ln()).abs() < 1e-14);
-        let learned = to_vec(&learned_log_variance(VarianceType::Learned, v.clone().exp(), &ranges).unwrap());
+        let learned =
+            to_vec(&learned_log_variance(VarianceType::Learned, v.clone().exp(), &ranges).unwrap());
         assert!((learned[2] - 1.0).abs() < 1e-14);
         assert!(learned_log_variance(VarianceType::FixedSmall, v, &ranges).is_none());
     }

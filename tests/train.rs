@@ -131,7 +131,12 @@ fn assert_trained(out: &Outcome, sw_floors: f64, nats: f64) {
         out.log_p,
         out.log_p_data
     );
-    assert!(out.log_p > out.log_p_before, "log p {} -> {}", out.log_p_before, out.log_p);
+    assert!(
+        out.log_p > out.log_p_before,
+        "log p {} -> {}",
+        out.log_p_before,
+        out.log_p
+    );
 }
 
 #[test]
@@ -144,7 +149,12 @@ fn short_run_on_the_mixture_is_far_better_than_untrained() {
     // machines; a net that sees a different time input in training than in sampling fails
     // both (see the report of issue 12).
     let out = train_and_evaluate(tiny(ToyDataset::Mixture, 400, 256));
-    assert!(out.sw < out.sw_before / 100.0, "SW {} -> {}", out.sw_before, out.sw);
+    assert!(
+        out.sw < out.sw_before / 100.0,
+        "SW {} -> {}",
+        out.sw_before,
+        out.sw
+    );
     assert_trained(&out, 6.0, 4.5);
 }
 
@@ -154,7 +164,10 @@ fn short_runs_with_x0_and_v_prediction_learn_the_mixture() {
     // Measured: x0 3.39x the floor and 1.25 nats, v 4.65x and 3.08 nats. Bounds with the
     // margins of the eps run: x0 4.5x and 2 nats, v 6x and 4 nats. (Untrained, an x0 or v
     // net's samples do not explode: SW 0.67 and 0.33.)
-    for (prediction, sw_floors, nats) in [(PredictionType::X0, 4.5, 2.0), (PredictionType::V, 6.0, 4.0)] {
+    for (prediction, sw_floors, nats) in [
+        (PredictionType::X0, 4.5, 2.0),
+        (PredictionType::V, 6.0, 4.0),
+    ] {
         let mut cfg = tiny(ToyDataset::Mixture, 400, 256);
         cfg.prediction = prediction;
         let out = train_and_evaluate(cfg);

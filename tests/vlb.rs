@@ -239,7 +239,9 @@ fn every_caller_uses_the_spec_variances_at_every_step() {
     // clipped to ln beta_tilde_2. Reference: float64 from the betas alone (DDPM's linear
     // schedule, T = 1000); tol 1e-9 relative on the log-variances (the code's tables take
     // 1 - alpha_bar via expm1, the reference as 1 - prod: ~1e-13 relative apart).
-    let schedule = diffuse::schedule::ScheduleConfig::default().build().unwrap();
+    let schedule = diffuse::schedule::ScheduleConfig::default()
+        .build()
+        .unwrap();
     let big_t = schedule.len();
     let betas: Vec<f64> = (0..big_t)
         .map(|i| 1e-4 + (0.02 - 1e-4) * i as f64 / (big_t - 1) as f64)

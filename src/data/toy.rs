@@ -296,7 +296,10 @@ mod tests {
             let nc = members[c].len() as f64;
             let freq = nc / n as f64;
             let se = (w * (1.0 - w) / n as f64).sqrt();
-            assert!((freq - w).abs() < 5.0 * se, "component {c}: weight {freq} vs {w}");
+            assert!(
+                (freq - w).abs() < 5.0 * se,
+                "component {c}: weight {freq} vs {w}"
+            );
             let mean: Vec<f64> = (0..2)
                 .map(|k| members[c].iter().map(|p| p[k]).sum::<f64>() / nc)
                 .collect();

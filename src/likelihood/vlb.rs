@@ -80,7 +80,8 @@ pub fn model_log_variance(
     match fixed {
         Some(lv) => column(&lv, like),
         None => {
-            let v = variance_output.expect("a learned variance needs a model with a variance output");
+            let v =
+                variance_output.expect("a learned variance needs a model with a variance output");
             learned_log_variance(variance, v, &ranges).expect("a learned variance type")
         }
     }

@@ -80,7 +80,9 @@ fn zero_terminal_snr_needs_a_prediction_without_division() {
         .unwrap_err()
         .to_string();
     assert!(
-        msg.contains("prediction") && msg.contains("Eps") && msg.contains("rescale_zero_terminal_snr"),
+        msg.contains("prediction")
+            && msg.contains("Eps")
+            && msg.contains("rescale_zero_terminal_snr"),
         "{msg}"
     );
 }

@@ -41,11 +41,17 @@ fn derived_tables_match_their_definitions() {
             let ab = s.alpha_bar[i];
             let close = |a: f64, b: f64| (a - b).abs() <= 1e-11 * b.abs().max(1e-300);
             assert!(close(s.sqrt_alpha_bar[i], ab.sqrt()), "sqrt_alpha_bar {i}");
-            assert!(close(s.sqrt_one_minus_alpha_bar[i].powi(2), 1.0 - ab), "1 - ab {i}");
+            assert!(
+                close(s.sqrt_one_minus_alpha_bar[i].powi(2), 1.0 - ab),
+                "1 - ab {i}"
+            );
             assert!(close(s.sigma[i], ((1.0 - ab) / ab).sqrt()), "sigma {i}");
             assert!(close(s.snr[i], ab / (1.0 - ab)), "snr {i}");
             assert!(close(s.log_snr[i].exp(), s.snr[i]), "log_snr {i}");
-            assert!(close(s.log_one_minus_alpha_bar[i].exp(), 1.0 - ab), "log(1 - ab) {i}");
+            assert!(
+                close(s.log_one_minus_alpha_bar[i].exp(), 1.0 - ab),
+                "log(1 - ab) {i}"
+            );
         }
     }
 }

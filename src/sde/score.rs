@@ -20,9 +20,9 @@
 use super::{Marginal, Sde};
 use crate::denoiser::{Denoiser, Network, NoiseLevel};
 use crate::oracle::GaussianMixture;
+use crate::prediction::{target, PredictionType};
 use crate::rng::SampleRng;
 use crate::schedule::Schedule;
-use crate::prediction::{target, PredictionType};
 use crate::tensor::{from_rows_like, lincomb, scale, to_vec};
 use burn::tensor::Tensor;
 use rand::Rng;

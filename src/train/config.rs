@@ -89,7 +89,10 @@ impl RunConfig {
         self.model.validate()?;
         self.schedule.build()?;
         self.train.loss.validate()?;
-        crate::prediction::check_zero_terminal_snr(self.prediction, self.schedule.rescale_zero_terminal_snr)?;
+        crate::prediction::check_zero_terminal_snr(
+            self.prediction,
+            self.schedule.rescale_zero_terminal_snr,
+        )?;
         if self.prediction == PredictionType::Score {
             return Err(Error::config(
                 "prediction",

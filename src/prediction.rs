@@ -39,6 +39,31 @@ impl PredictionType {
     }
 }
 
+/// Checks that `prediction` can be sampled on a schedule with `rescale_zero_terminal_snr`
+/// (SPEC §1: zero terminal SNR requires a prediction that does not divide by
+/// sqrt(alpha_bar)). At t = T alpha_bar = 0, so eps (and score) prediction's
+/// x_0 = (x_t - s eps) / a divides by zero and every sample is NaN; v and x0 prediction give
+/// x_0 and eps without that division ([`x0_and_eps`]). Called where a run's config is
+/// validated (`RunConfig::validate`, which training and every loaded run go through).
+pub fn check_zero_terminal_snr(
+    prediction: PredictionType,
+    rescale_zero_terminal_snr: bool,
+) -> crate::Result<()> {
+    match prediction {
+        PredictionType::Eps | PredictionType::Score if rescale_zero_terminal_snr => {
+            Err(crate::Error::config(
+                "prediction",
+                format!(
+                    "{prediction:?} prediction with schedule.rescale_zero_terminal_snr = true \
+                     divides by sqrt(alpha_bar_T) = 0 (NaN samples); use v or x0 prediction, or \
+                     turn zero-terminal-SNR rescaling off"
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// x_0 = (x_t - s eps) / a.
 pub fn x0_from_eps(x_t: &Tensor<2>, eps: &Tensor<2>, a: &[f64], s: &[f64]) -> Tensor<2> {
     let inv_a: Vec<f64> = a.iter().map(|a| 1.0 / a).collect();

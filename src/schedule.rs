@@ -9,6 +9,7 @@
 //!
 //! Every table is computed once, in float64; casting happens at the tensor edge.
 
+use crate::variance::{clipped_log_posterior_variance, VarianceRange};
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
 use thiserror::Error;
@@ -322,13 +323,11 @@ impl Schedule {
         let posterior_variance: Vec<f64> = (0..n)
             .map(|i| one_minus_prev(i) / one_minus_alpha_bar[i] * beta[i])
             .collect();
-        // beta_tilde_1 = 0: its log is clipped to beta_tilde_2 (a single-step schedule has no
-        // beta_tilde_2, so it falls back to log beta_1).
+        // beta_tilde_1 = 0: its log is clipped to beta_tilde_2 (SPEC §2; beta_1 on one step).
         let posterior_log_variance_clipped = (0..n)
-            .map(|i| match (i, n) {
-                (0, 1) => beta[0].ln(),
-                (0, _) => posterior_variance[1].ln(),
-                _ => posterior_variance[i].ln(),
+            .map(|i| {
+                let above = posterior_variance.get(i + 1).copied();
+                clipped_log_posterior_variance(posterior_variance[i], beta[i], above)
             })
             .collect();
         let posterior_mean_coef_x0 = (0..n)
@@ -373,6 +372,16 @@ impl Schedule {
     /// Always false: a schedule has at least one step.
     pub fn is_empty(&self) -> bool {
         self.beta.is_empty()
+    }
+
+    /// The variance range of step `i` of the full chain (beta_t, beta_tilde_t and its clipped
+    /// log), what every variance rule of [`crate::variance`] takes.
+    pub fn variance_range(&self, i: usize) -> VarianceRange {
+        VarianceRange {
+            beta: self.beta[i],
+            beta_tilde: self.posterior_variance[i],
+            log_beta_tilde_clipped: self.posterior_log_variance_clipped[i],
+        }
     }
 
     /// alpha_bar_{t-1} for code index `i` (math step t = i + 1): 1 at i = 0.

@@ -206,3 +206,104 @@ fn vlb_kl_terms_average_to_their_closed_form_expectation() {
     );
     assert!((sum_got - sum_want).abs() < 5.0 * sum_var.sqrt());
 }
+
+/// The log-variance of p_theta(x_{t-1} | x_t) that the DDPM sampler's step uses at code index
+/// `i` of the full chain (its `[N, D]` or scalar form, as one value per element of `v`).
+fn sampler_log_variance(
+    schedule: &diffuse::schedule::Schedule,
+    kind: VarianceType,
+    i: usize,
+    v: &Tensor<2>,
+) -> Vec<f64> {
+    use diffuse::sample::ddpm::{ddpm_mean_variance, StepVariance};
+    let (_, var) = ddpm_mean_variance(
+        v,
+        v,
+        Some(v),
+        schedule.alpha_bar[i],
+        schedule.alpha_bar_prev(i),
+        kind,
+        schedule.alpha_bar.get(i + 1).copied(),
+    )
+    .expect("a variance output is given");
+    match var {
+        StepVariance::Fixed(s2) => vec![s2.ln(); v.dims()[0] * v.dims()[1]],
+        StepVariance::LogTensor(lv) => diffuse::tensor::to_vec(&lv),
+    }
+}
+
+#[test]
+fn every_caller_uses_the_spec_variances_at_every_step() {
+    // SPEC §2-§3, one convention for the sampler, the bound and the loss weights: fixed_large
+    // sigma^2 = beta_t (t = 1 included), fixed_small beta_tilde_t, learned_range
+    // frac ln beta_t + (1 - frac) ln beta_tilde_t, where ln beta_tilde_1 (beta_tilde_1 = 0) is
+    // clipped to ln beta_tilde_2. Reference: float64 from the betas alone (DDPM's linear
+    // schedule, T = 1000); tol 1e-9 relative on the log-variances (the code's tables take
+    // 1 - alpha_bar via expm1, the reference as 1 - prod: ~1e-13 relative apart).
+    let schedule = diffuse::schedule::ScheduleConfig::default()
+        .build()
+        .unwrap();
+    let big_t = schedule.len();
+    let betas: Vec<f64> = (0..big_t)
+        .map(|i| 1e-4 + (0.02 - 1e-4) * i as f64 / (big_t - 1) as f64)
+        .collect();
+    let mut ab = Vec::with_capacity(big_t);
+    let mut acc = 1.0;
+    for b in &betas {
+        acc *= 1.0 - b;
+        ab.push(acc);
+    }
+    let ab_prev = |i: usize| if i == 0 { 1.0 } else { ab[i - 1] };
+    let beta_tilde = |i: usize| (1.0 - ab_prev(i)) / (1.0 - ab[i]) * betas[i];
+    let log_beta_tilde_clipped = |i: usize| beta_tilde(if i == 0 { 1 } else { i }).ln();
+    let v_values = vec![-1.0, -0.3, 0.4, 1.0];
+    let v = batch(v_values.clone(), 2);
+    let close = |got: f64, want: f64| (got - want).abs() <= 1e-9 * want.abs();
+    for i in [0usize, 1, 2, 500, 999] {
+        let learned: Vec<f64> = v_values
+            .iter()
+            .map(|v| {
+                let frac = (v + 1.0) / 2.0;
+                frac * betas[i].ln() + (1.0 - frac) * log_beta_tilde_clipped(i)
+            })
+            .collect();
+        let cases = [
+            (VarianceType::FixedLarge, vec![betas[i].ln(); 4]),
+            (VarianceType::FixedSmall, vec![log_beta_tilde_clipped(i); 4]),
+            (VarianceType::LearnedRange, learned),
+        ];
+        for (kind, want) in cases {
+            let bound = diffuse::likelihood::vlb::model_log_variance(
+                &schedule,
+                kind,
+                &[i],
+                Some(v.clone()),
+                &v,
+            );
+            let bound: Vec<f64> = diffuse::tensor::to_vec(&(bound + v.zeros_like()));
+            // The sampler needs sigma^2 itself, not its log, for fixed_small: beta_tilde_1 = 0
+            // there (no noise on the last step), so its log is only compared from t = 2 on.
+            let sampler = sampler_log_variance(&schedule, kind, i, &v);
+            for k in 0..4 {
+                assert!(
+                    close(bound[k], want[k]),
+                    "bound {kind:?} i={i}: {} vs {}",
+                    bound[k],
+                    want[k]
+                );
+                if !(kind == VarianceType::FixedSmall && i == 0) {
+                    assert!(
+                        close(sampler[k], want[k]),
+                        "sampler {kind:?} i={i}: {} vs {}",
+                        sampler[k],
+                        want[k]
+                    );
+                }
+            }
+            if kind != VarianceType::LearnedRange {
+                let w = diffuse::loss::reverse_variance(&schedule, i, kind).ln();
+                assert!(close(w, want[0]), "loss {kind:?} i={i}: {w} vs {}", want[0]);
+            }
+        }
+    }
+}

@@ -260,6 +260,75 @@ mod tests {
     }
 
     #[test]
+    fn mixture_sampler_draws_each_component_with_its_weight_and_covariance() {
+        // GaussianMixture::sample (the fresh data of every statistical test, and of
+        // ToyDataset::Mixture) on toy_2d's weights and covariances (full and diagonal) with the
+        // means moved 20+ units apart: each draw's component is then its nearest mean (the
+        // chance of a wrong call is below e^-600). n = 60000 draws. Bounds, 5 standard errors:
+        // weight frequency sqrt(w (1 - w) / n) (0.010 at w = 0.5); component mean
+        // sqrt(Sigma_ii / n_c); sample covariance entry sqrt((Sigma_ii Sigma_jj + Sigma_ij^2) / n_c).
+        use crate::oracle::Covariance;
+        let toy = GaussianMixture::toy_2d();
+        let means = vec![vec![-20.0, 0.0], vec![20.0, 0.0], vec![0.0, 30.0]];
+        let covs = vec![
+            Covariance::Full(vec![0.10, 0.06, 0.06, 0.08]),
+            Covariance::Full(vec![0.03, -0.02, -0.02, 0.09]),
+            Covariance::Diag(vec![0.15, 0.02]),
+        ];
+        let full = [
+            [0.10, 0.06, 0.06, 0.08],
+            [0.03, -0.02, -0.02, 0.09],
+            [0.15, 0.0, 0.0, 0.02],
+        ];
+        let gm = GaussianMixture::new(toy.weights.clone(), means.clone(), covs).unwrap();
+        let n = 60_000;
+        let x = gm.sample(n, &mut ChaCha8Rng::seed_from_u64(17));
+        let mut members: Vec<Vec<[f64; 2]>> = vec![Vec::new(); 3];
+        for p in x.chunks(2) {
+            let d2 = |m: &Vec<f64>| (p[0] - m[0]).powi(2) + (p[1] - m[1]).powi(2);
+            let c = (0..3)
+                .min_by(|&a, &b| d2(&means[a]).total_cmp(&d2(&means[b])))
+                .unwrap();
+            members[c].push([p[0], p[1]]);
+        }
+        for c in 0..3 {
+            let w = toy.weights[c];
+            let nc = members[c].len() as f64;
+            let freq = nc / n as f64;
+            let se = (w * (1.0 - w) / n as f64).sqrt();
+            assert!(
+                (freq - w).abs() < 5.0 * se,
+                "component {c}: weight {freq} vs {w}"
+            );
+            let mean: Vec<f64> = (0..2)
+                .map(|k| members[c].iter().map(|p| p[k]).sum::<f64>() / nc)
+                .collect();
+            for k in 0..2 {
+                let se = (full[c][3 * k] / nc).sqrt();
+                assert!(
+                    (mean[k] - means[c][k]).abs() < 5.0 * se,
+                    "component {c}: mean[{k}] {} vs {}",
+                    mean[k],
+                    means[c][k]
+                );
+            }
+            for (i, j) in [(0, 0), (0, 1), (1, 1)] {
+                let got = members[c]
+                    .iter()
+                    .map(|p| (p[i] - mean[i]) * (p[j] - mean[j]))
+                    .sum::<f64>()
+                    / nc;
+                let want = full[c][2 * i + j];
+                let se = ((full[c][3 * i] * full[c][3 * j] + want * want) / nc).sqrt();
+                assert!(
+                    (got - want).abs() < 5.0 * se,
+                    "component {c}: cov[{i}{j}] {got} vs {want} (se {se})"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn same_seed_same_points() {
         let a = ToyDataset::Moons.sample(10, &mut ChaCha8Rng::seed_from_u64(1));
         let b = ToyDataset::Moons.sample(10, &mut ChaCha8Rng::seed_from_u64(1));

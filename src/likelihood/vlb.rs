@@ -5,9 +5,10 @@
 //!   (an unbiased estimate of E_q[KL]),
 //! - L_0 = -log p_theta(x_0 | x_1), the discretised Gaussian decoder over 256 bins.
 //!
-//! Model variances: fixed_small uses log beta_tilde clipped at t = 1 (beta_tilde_2, SPEC §2),
-//! fixed_large uses beta_t except beta_tilde_2 at t = 1 (DDPM), learned_range interpolates
-//! between log beta_t and the clipped log beta_tilde_t (SPEC §3). Math step t is code index
+//! Model variances ([`crate::variance`], SPEC §2-§3): fixed_small uses log beta_tilde clipped at
+//! t = 1 (beta_tilde_2), fixed_large beta_t at every step (t = 1 included: DDPM's code used
+//! beta_tilde_2 there, SPEC §3 says beta_t), learned_range interpolates between log beta_t and
+//! the clipped log beta_tilde_t. Math step t is code index
 //! i = t - 1 (crate docs). The terms are the tensor formulas of [`super::terms`], evaluated in the
 //! dtype of `x0` (float64 for reported numbers).
 
@@ -17,7 +18,7 @@ use crate::forward::{q_posterior_mean, q_sample};
 use crate::rng::NoiseSource;
 use crate::schedule::Schedule;
 use crate::tensor::{column, to_vec};
-use crate::variance::VarianceType;
+use crate::variance::{learned_log_variance, VarianceRange, VarianceType};
 use burn::tensor::Tensor;
 use std::f64::consts::LN_2;
 
@@ -59,8 +60,8 @@ fn gathered(table: &[f64], steps: &[usize], like: &Tensor<2>) -> Tensor<2> {
 /// log sigma_t^2 of p_theta(x_{t-1} | x_t) at code indices `steps` (one per sample, or one for
 /// the batch): a `[len, 1]` column for the fixed variances, `[N, D]` for the learned ones,
 /// whose `variance_output` is the network's v (in [-1, 1] for learned_range, sigma^2 itself
-/// for learned). `like` gives dtype and device. learned_range interpolates between log beta_t
-/// and the clipped log beta_tilde_t (SPEC §3), the same table the posterior uses.
+/// for learned). `like` gives dtype and device. The rules and their t = 1 convention are
+/// [`crate::variance`]'s, on the schedule's [`Schedule::variance_range`].
 ///
 /// # Panics
 /// For a learned variance without `variance_output` (a model/config mismatch the caller checks).
@@ -71,33 +72,18 @@ pub fn model_log_variance(
     variance_output: Option<Tensor<2>>,
     like: &Tensor<2>,
 ) -> Tensor<2> {
-    let clipped_small = || gathered(&schedule.posterior_log_variance_clipped, steps, like);
-    match variance {
-        VarianceType::FixedSmall => clipped_small(),
-        VarianceType::FixedLarge => {
-            // DDPM uses beta_tilde_2 at t = 1 instead of beta_1.
-            let lv: Vec<f64> = steps
-                .iter()
-                .map(|&i| {
-                    if i == 0 && schedule.len() > 1 {
-                        schedule.posterior_variance[1].ln()
-                    } else {
-                        schedule.beta[i].ln()
-                    }
-                })
-                .collect();
-            column(&lv, like)
+    let ranges: Vec<VarianceRange> = steps.iter().map(|&i| schedule.variance_range(i)).collect();
+    let fixed: Option<Vec<f64>> = ranges
+        .iter()
+        .map(|r| r.fixed_log_variance(variance))
+        .collect();
+    match fixed {
+        Some(lv) => column(&lv, like),
+        None => {
+            let v =
+                variance_output.expect("a learned variance needs a model with a variance output");
+            learned_log_variance(variance, v, &ranges).expect("a learned variance type")
         }
-        VarianceType::LearnedRange => {
-            let v = variance_output.expect("learned_range needs a model with a variance output");
-            let log_beta: Vec<f64> = steps.iter().map(|&i| schedule.beta[i].ln()).collect();
-            let (max_log, min_log) = (column(&log_beta, like), clipped_small());
-            let frac = v.add_scalar(1.0).mul_scalar(0.5);
-            frac * (max_log - min_log.clone()) + min_log
-        }
-        VarianceType::Learned => variance_output
-            .expect("a learned variance needs a model with a variance output")
-            .log(),
     }
 }
 

@@ -60,7 +60,7 @@ impl LossWeighting {
                 crate::Error::config("loss.lambda", format!("{lambda} is not finite and > 0")),
             ),
             LossWeighting::Vlb {
-                variance: VarianceType::LearnedRange,
+                variance: VarianceType::LearnedRange | VarianceType::Learned,
             } => Err(crate::Error::config(
                 "loss.variance",
                 "the L_{t-1} weighting needs a fixed variance (fixed_small or fixed_large)",
@@ -111,13 +111,18 @@ pub fn eps_error_factor(prediction: PredictionType, alpha_bar: f64) -> f64 {
     }
 }
 
-/// sigma_t^2 of a fixed-variance reverse step at code index `i` (fixed_small uses the clipped
-/// beta_tilde, as DDPM does at t = 1 where beta_tilde_1 = 0).
+/// sigma_t^2 of a fixed-variance reverse step at code index `i`, as the bound's Gaussians use it
+/// ([`crate::variance::VarianceRange::fixed_log_variance`]: fixed_small's beta_tilde clipped at
+/// t = 1 where beta_tilde_1 = 0, fixed_large beta_t).
+///
+/// # Panics
+/// For a learned variance (rejected by [`LossWeighting::validate`]).
 pub fn reverse_variance(schedule: &Schedule, i: usize, variance: VarianceType) -> f64 {
-    match variance {
-        VarianceType::FixedLarge => schedule.beta[i],
-        _ => schedule.posterior_log_variance_clipped[i].exp(),
-    }
+    schedule
+        .variance_range(i)
+        .fixed_log_variance(variance)
+        .expect("the L_{t-1} weighting has a fixed variance (validated)")
+        .exp()
 }
 
 /// The L_{t-1} weight on the squared eps error: `beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t))`.
@@ -397,7 +402,6 @@ mod tests {
     #[test]
     fn loss_aware_sampler_favours_high_loss_steps_and_stays_unbiased() {
         // T = 4 with loss 3 at t = 2 and 1 elsewhere: p = (1,1,3,1)/6 mixed with 0.1% uniform.
-        // E_p[w f(t)] = mean_t f(t) exactly: the importance weights are 1/(T p_t).
         let mut s = TimestepSampler::new(TimestepSampling::LossAware, 4);
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         assert!(s.probabilities().is_none());
@@ -407,12 +411,22 @@ mod tests {
         let p = s.probabilities().unwrap();
         let want = 3.0 / 6.0 * (1.0 - UNIFORM_PROB) + UNIFORM_PROB / 4.0;
         assert!((p[2] - want).abs() < 1e-12);
-        let f = [1.0, 2.0, 3.0, 4.0];
-        let unbiased: f64 = (0..4).map(|t| p[t] * f[t] / (4.0 * p[t])).sum();
-        assert!((unbiased - 2.5).abs() < 1e-12);
         // Empirically (100k draws): frequency of t = 2 within 5 sd (0.0016) of 0.4998.
-        let (ts, _) = s.sample(100_000, &mut rng);
-        let freq = ts.iter().filter(|&&t| t == 2).count() as f64 / 1e5;
+        let n = 100_000;
+        let (ts, ws) = s.sample(n, &mut rng);
+        let freq = ts.iter().filter(|&&t| t == 2).count() as f64 / n as f64;
         assert!((freq - want).abs() < 0.008, "{freq}");
+        // The weights sample() returns make the estimator unbiased: mean_n w_n f(t_n) estimates
+        // mean_t f(t) = 2.5 for f = (1, 2, 3, 4). Its sd per draw is sqrt(E_p[(f/(T p))^2] -
+        // 2.5^2) (exactly 1.66 here), so the 100k-draw mean is within 5 standard errors
+        // (0.026) of 2.5; unweighted draws would give E_p f = 2.67. The weights themselves
+        // average to 1 (sd 0.5 per draw: bound 5 sd / sqrt(n) = 0.008).
+        let f = [1.0, 2.0, 3.0, 4.0];
+        let second: f64 = (0..4).map(|t| p[t] * (f[t] / (4.0 * p[t])).powi(2)).sum();
+        let se = ((second - 2.5 * 2.5) / n as f64).sqrt();
+        let estimate = ts.iter().zip(&ws).map(|(&t, w)| w * f[t]).sum::<f64>() / n as f64;
+        assert!((estimate - 2.5).abs() < 5.0 * se, "{estimate} (se {se})");
+        let mean_w = ws.iter().sum::<f64>() / n as f64;
+        assert!((mean_w - 1.0).abs() < 0.008, "mean weight {mean_w}");
     }
 }

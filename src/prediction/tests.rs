@@ -57,6 +57,37 @@ fn v_is_defined_at_zero_terminal_snr() {
 }
 
 #[test]
+fn zero_terminal_snr_needs_a_prediction_without_division() {
+    // At alpha_bar = 0 an eps output gives x_0 = (x_t - eps)/0: not finite (the NaN samples
+    // the check prevents); x0 and v give finite x_0 and eps.
+    let (x0, eps, _, _) = sample(3);
+    let (a, s) = (vec![0.0], vec![1.0]);
+    let x_t = eps.clone();
+    for p in [PredictionType::Eps, PredictionType::X0, PredictionType::V] {
+        let out = target(p, &x0, &eps, &a, &s);
+        let (x0_hat, eps_hat) = x0_and_eps(p, &out, &x_t, &a, &s);
+        let finite = to_vec(&x0_hat)
+            .iter()
+            .chain(&to_vec(&eps_hat))
+            .all(|v| v.is_finite());
+        assert_eq!(finite, p != PredictionType::Eps, "{p:?}");
+        assert_eq!(check_zero_terminal_snr(p, true).is_ok(), finite, "{p:?}");
+        assert!(check_zero_terminal_snr(p, false).is_ok());
+    }
+    let err = check_zero_terminal_snr(PredictionType::Score, true).unwrap_err();
+    assert!(err.to_string().contains("Score"), "{err}");
+    let msg = check_zero_terminal_snr(PredictionType::Eps, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("prediction")
+            && msg.contains("Eps")
+            && msg.contains("rescale_zero_terminal_snr"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn score_is_minus_eps_over_s() {
     let (_, eps, _, s) = sample(3);
     let score = score_from_eps(&eps, &s);

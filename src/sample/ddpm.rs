@@ -6,7 +6,7 @@ use crate::denoiser::{Denoiser, NoiseLevel};
 use crate::error::{Error, Result};
 use crate::rng::NoiseSource;
 use crate::tensor::lincomb;
-use crate::variance::{fixed_variance, learned_range_log_variance, step_beta, VarianceType};
+use crate::variance::{learned_log_variance, step_beta, VarianceRange, VarianceType};
 use burn::tensor::Tensor;
 
 /// Options of the DDPM sampler.
@@ -32,6 +32,9 @@ pub fn posterior_mean_coefs(alpha_bar_t: f64, alpha_bar_prev: f64) -> (f64, f64)
 /// mu_theta and the log-variance (scalar for fixed variances, a tensor for learned_range).
 /// A learned variance with no `variance_output` (a model without variance channels) is an
 /// error naming the variance type.
+/// `alpha_bar_above` is the level the grid's step before this one started from (None on the
+/// first step): the variance rules clip ln beta_tilde on the last step with it
+/// ([`crate::variance`]).
 pub fn ddpm_mean_variance(
     x_t: &Tensor<2>,
     x0_hat: &Tensor<2>,
@@ -39,19 +42,17 @@ pub fn ddpm_mean_variance(
     alpha_bar_t: f64,
     alpha_bar_prev: f64,
     variance: VarianceType,
+    alpha_bar_above: Option<f64>,
 ) -> Result<(Tensor<2>, StepVariance)> {
     let (c0, ct) = posterior_mean_coefs(alpha_bar_t, alpha_bar_prev);
     let mean = lincomb(&[c0], x0_hat, &[ct], x_t);
-    let var = match fixed_variance(variance, alpha_bar_t, alpha_bar_prev) {
+    let range = VarianceRange::of_step(alpha_bar_t, alpha_bar_prev, alpha_bar_above);
+    let var = match range.fixed_variance(variance) {
         Some(v) => StepVariance::Fixed(v),
         None => {
             let v = variance_output.ok_or_else(|| missing_variance_output(variance))?;
-            let log_var = match variance {
-                VarianceType::LearnedRange => {
-                    learned_range_log_variance(v.clone(), alpha_bar_t, alpha_bar_prev)
-                }
-                _ => v.clone().log(),
-            };
+            let log_var = learned_log_variance(variance, v.clone(), &[range])
+                .ok_or_else(|| missing_variance_output(variance))?;
             StepVariance::LogTensor(Box::new(log_var))
         }
     };
@@ -114,6 +115,7 @@ pub fn sample_ddpm<D: Denoiser + ?Sized>(
             cur.alpha_bar(),
             next.alpha_bar(),
             options.variance,
+            k.checked_sub(1).map(|j| grid[j].alpha_bar()),
         )?;
         x = if k + 1 < steps {
             let z = noise.noise_like(&mean);

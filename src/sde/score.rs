@@ -20,9 +20,10 @@
 use super::{Marginal, Sde};
 use crate::denoiser::{Denoiser, Network, NoiseLevel};
 use crate::oracle::GaussianMixture;
+use crate::prediction::{target, PredictionType};
 use crate::rng::SampleRng;
 use crate::schedule::Schedule;
-use crate::tensor::{from_rows_like, scale, to_vec};
+use crate::tensor::{from_rows_like, lincomb, scale, to_vec};
 use burn::tensor::Tensor;
 use rand::Rng;
 
@@ -218,19 +219,20 @@ pub struct NetworkScore<N, S> {
 }
 
 impl<N: Network, S: Sde> NetworkScore<N, S> {
+    /// The network's time inputs for one time per sample.
+    fn time_inputs(&self, t: &[f64]) -> Vec<f64> {
+        t.iter()
+            .map(|&t| self.time.value(t, self.sde.marginal(t)))
+            .collect()
+    }
+
     /// The score with one time per sample (training batches mix times).
     pub fn score_at(&self, x: &Tensor<2>, t: &[f64]) -> Tensor<2> {
-        let marginals: Vec<Marginal> = t.iter().map(|&t| self.sde.marginal(t)).collect();
-        let inputs: Vec<f64> = t
-            .iter()
-            .zip(&marginals)
-            .map(|(&t, &m)| self.time.value(t, m))
-            .collect();
-        let out = self.net.forward(x.clone(), &inputs, None);
+        let out = self.net.forward(x.clone(), &self.time_inputs(t), None);
         match self.output {
             ScoreOutput::Score => out,
             ScoreOutput::Eps => {
-                let c: Vec<f64> = marginals.iter().map(|m| -1.0 / m.std).collect();
+                let c: Vec<f64> = t.iter().map(|&t| -1.0 / self.sde.marginal(t).std).collect();
                 scale(&c, out)
             }
         }
@@ -244,22 +246,67 @@ impl<N: Network, S: Sde> ScoreFn for NetworkScore<N, S> {
     }
 }
 
-/// Denoising score matching (SPEC §4) with lambda(t) = s(t)^2: for x_t = m x_0 + s z,
-/// `lambda ||score_theta(x_t, t) + z / s||^2 = ||s score_theta + z||^2`, summed over
-/// dimensions and averaged over the batch. `t` holds one time per sample (drawn from
-/// U(eps, 1) by the caller), `z` the noise.
+impl ScoreOutput {
+    /// The same quantity as a discrete prediction type (its training target).
+    pub fn prediction(self) -> PredictionType {
+        match self {
+            ScoreOutput::Score => PredictionType::Score,
+            ScoreOutput::Eps => PredictionType::Eps,
+        }
+    }
+}
+
+/// Denoising score matching (SPEC §4) with lambda(t) = s(t)^2, as the weighted regression the
+/// trainer minimises: for x_t = m x_0 + s z the per-sample loss
+/// `lambda ||score_theta(x_t, t) + z / s||^2` equals `weight ||output - target||^2` with the
+/// target of [`crate::prediction::target`] and
+/// - an eps output (score_theta = -output / s): target z, weight lambda / s^2 = 1;
+/// - a score output: target -z / s, weight lambda = s^2.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DsmRegression {
+    /// m(t) per sample: x_t = m x_0 + s z.
+    pub mean_coeff: Vec<f64>,
+    /// s(t) per sample.
+    pub std: Vec<f64>,
+    /// The weight of the squared error on the target, per sample.
+    pub weight: Vec<f64>,
+}
+
+/// The DSM regression ([`DsmRegression`]) at times `t` (one per sample, drawn from U(eps, 1)
+/// by the caller) for a network with `output`. The trainer and [`dsm_loss`] both use it.
+pub fn dsm_regression<S: Sde + ?Sized>(sde: &S, output: ScoreOutput, t: &[f64]) -> DsmRegression {
+    let marginals: Vec<Marginal> = t.iter().map(|&t| sde.marginal(t)).collect();
+    let std: Vec<f64> = marginals.iter().map(|m| m.std).collect();
+    DsmRegression {
+        mean_coeff: marginals.iter().map(|m| m.mean_coeff).collect(),
+        weight: std
+            .iter()
+            .map(|s| match output {
+                ScoreOutput::Eps => 1.0,
+                ScoreOutput::Score => s * s,
+            })
+            .collect(),
+        std,
+    }
+}
+
+/// The DSM loss of `model` on clean `x0` at times `t` with noise `z` ([`dsm_regression`]):
+/// `weight ||output - target||^2` summed over dimensions and averaged over the batch (the
+/// trainer averages over dimensions too, dividing this by D).
 pub fn dsm_loss<N: Network, S: Sde>(
     model: &NetworkScore<N, S>,
     x0: &Tensor<2>,
     t: &[f64],
     z: &Tensor<2>,
 ) -> Tensor<1> {
-    let marginals: Vec<Marginal> = t.iter().map(|&t| model.sde.marginal(t)).collect();
-    let m: Vec<f64> = marginals.iter().map(|m| m.mean_coeff).collect();
-    let s: Vec<f64> = marginals.iter().map(|m| m.std).collect();
-    let x_t = scale(&m, x0.clone()) + scale(&s, z.clone());
-    let residual = scale(&s, model.score_at(&x_t, t)) + z.clone();
-    residual.powi_scalar(2).sum_dim(1).mean()
+    let r = dsm_regression(&model.sde, model.output, t);
+    let (m, s) = (&r.mean_coeff, &r.std);
+    let x_t = lincomb(m, x0, s, z);
+    let target = target(model.output.prediction(), x0, z, m, s);
+    let out = model.net.forward(x_t, &model.time_inputs(t), None);
+    scale(&r.weight, (out - target).powi_scalar(2))
+        .sum_dim(1)
+        .mean()
 }
 
 /// The Gaussian-mixture oracle's exact score under an SDE, from its VE view.
@@ -315,5 +362,76 @@ impl<S: Sde> ScoreFn for OracleScore<'_, S> {
             .chunks(d * d)
             .map(|h| (0..d).map(|i| h[i * d + i]).sum::<f64>() / (m * m))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sde::{VeSde, VpSde};
+    use crate::tensor::from_rows;
+    use burn::tensor::{DType, Device};
+
+    /// A fixed "network" whose output depends on x and its time input: 0.3 tanh(x) + 0.01 t.
+    struct Toy;
+
+    impl Network for Toy {
+        fn forward(&self, x: Tensor<2>, t: &[f64], _labels: Option<&[i64]>) -> Tensor<2> {
+            let t = crate::tensor::column(t, &x);
+            x.tanh().mul_scalar(0.3) + t.mul_scalar(0.01)
+        }
+    }
+
+    #[test]
+    fn dsm_regression_is_lambda_times_the_score_error() {
+        // SPEC §4 in float64, per sample and element: lambda ||score_theta + z/s||^2 with
+        // lambda = s^2 and score_theta = -out/s (eps output) or out (score output), m and s from
+        // the VP closed form log m = -t^2 (20 - 0.1)/4 - 0.1 t/2 (VE: m = 1); against dsm_loss
+        // (one mean over rows of D-sums). tol 1e-12 relative: a handful of float64 operations.
+        let dev = Device::default();
+        let (n, d) = (4, 3);
+        let x0v: Vec<f64> = (0..n * d).map(|k| (k as f64 * 0.37).sin()).collect();
+        let zv: Vec<f64> = (0..n * d).map(|k| (k as f64 * 1.3 + 0.2).cos()).collect();
+        let (x0, z) = (
+            from_rows(x0v.clone(), n, d, &dev, DType::F64),
+            from_rows(zv.clone(), n, d, &dev, DType::F64),
+        );
+        let t = [1e-3, 0.1, 0.5, 1.0];
+        let vp_m = |t: f64| (-0.25 * t * t * 19.9 - 0.05 * t).exp();
+        for output in [ScoreOutput::Eps, ScoreOutput::Score] {
+            let model = NetworkScore {
+                net: Toy,
+                sde: VpSde::default(),
+                output,
+                time: TimeInput::Scaled(NETWORK_TIME_SCALE),
+            };
+            let r = dsm_regression(&model.sde, output, &t);
+            let mut want_loss = 0.0;
+            for (k, &tk) in t.iter().enumerate() {
+                let m = vp_m(tk);
+                let s = (1.0 - m * m).sqrt();
+                assert!((r.mean_coeff[k] - m).abs() < 1e-12 * m);
+                assert!((r.std[k] - s).abs() < 1e-12 * s);
+                let mut row = 0.0;
+                for j in k * d..(k + 1) * d {
+                    let x_t = m * x0v[j] + s * zv[j];
+                    let out = 0.3 * x_t.tanh() + 0.01 * NETWORK_TIME_SCALE * tk;
+                    let score = match output {
+                        ScoreOutput::Eps => -out / s,
+                        ScoreOutput::Score => out,
+                    };
+                    row += s * s * (score + zv[j] / s).powi(2);
+                }
+                want_loss += row / n as f64;
+            }
+            let got = dsm_loss(&model, &x0, &t, &z).into_scalar::<f64>();
+            assert!(
+                (got - want_loss).abs() < 1e-12 * want_loss,
+                "{output:?}: {got} vs {want_loss}"
+            );
+        }
+        // VE: m = 1, s = sigma(t); an eps output's weight is 1 whatever s is.
+        let r = dsm_regression(&VeSde::default(), ScoreOutput::Eps, &t);
+        assert!(r.mean_coeff.iter().all(|&m| m == 1.0) && r.weight.iter().all(|&w| w == 1.0));
     }
 }

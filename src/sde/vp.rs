@@ -334,7 +334,7 @@ mod tests {
             atol: 1e-3,
             eps,
         };
-        sample_ode(&sde, &score, x1, &options);
+        sample_ode(&sde, &score, x1, &options).expect("the ODE integrates");
         score.denoiser.levels.into_inner()
     }
 

@@ -130,6 +130,10 @@ impl RunConfig {
         if let Some(sde) = &self.sde {
             sde.validate()?;
         }
+        crate::prediction::check_zero_terminal_snr(
+            self.prediction,
+            self.schedule.rescale_zero_terminal_snr,
+        )?;
         if self.prediction == PredictionType::Score {
             return Err(Error::config(
                 "prediction",

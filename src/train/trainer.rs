@@ -18,7 +18,7 @@ use crate::nn::embedding::sinusoidal_embedding;
 use crate::nn::{FlatParams, MlpParams, Net};
 use crate::prediction::target;
 use crate::schedule::Schedule;
-use crate::sde::score::NETWORK_TIME_SCALE;
+use crate::sde::score::{dsm_regression, ScoreOutput, NETWORK_TIME_SCALE};
 use crate::tensor::{from_rows, lincomb, to_vec};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
@@ -393,9 +393,8 @@ pub const SDE_TRAIN_EPS: f64 = 1e-5;
 
 impl Trainer {
     /// Discrete runs: t from the timestep sampler (uniform or importance), the schedule's
-    /// coefficients and the configured loss weight. SDE runs: t ~ U(eps, 1), the SDE's marginal
-    /// (m(t), s(t)) and weight 1, since DSM with lambda(t) = s(t)^2 on an eps network is
-    /// ||s score_theta + z||^2 = ||eps_theta - z||^2 (SPEC §4).
+    /// coefficients and the configured loss weight. SDE runs: t ~ U(eps, 1) and DSM with
+    /// lambda(t) = s(t)^2 on an eps network as [`dsm_regression`] gives it (SPEC §4).
     fn draw_levels(&self, n: usize, rng: &mut ChaCha8Rng) -> BatchLevels {
         let cfg = &self.config;
         match &cfg.sde {
@@ -419,12 +418,12 @@ impl Trainer {
                 let t: Vec<f64> = (0..n)
                     .map(|_| SDE_TRAIN_EPS + (1.0 - SDE_TRAIN_EPS) * rng.random::<f64>())
                     .collect();
-                let marginals: Vec<_> = t.iter().map(|&t| sde.marginal(t)).collect();
+                let dsm = dsm_regression(&*sde, ScoreOutput::Eps, &t);
                 BatchLevels {
-                    a: marginals.iter().map(|m| m.mean_coeff).collect(),
-                    s: marginals.iter().map(|m| m.std).collect(),
+                    a: dsm.mean_coeff,
+                    s: dsm.std,
                     t_input: t.iter().map(|t| NETWORK_TIME_SCALE * t).collect(),
-                    weight: vec![1.0; n],
+                    weight: dsm.weight,
                     steps: None,
                 }
             }

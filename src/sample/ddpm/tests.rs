@@ -35,6 +35,7 @@ fn mu_theta_from_any_prediction_is_the_posterior_mean() {
                 s.alpha_bar[t],
                 s.alpha_bar_prev(t),
                 VarianceType::FixedSmall,
+                None,
             )
             .unwrap();
             for (g, w) in to_vec(&mean).iter().zip(&want) {

@@ -12,7 +12,7 @@ pub mod vae;
 
 pub use embedding::sinusoidal_embedding;
 pub use mlp::{Mlp, MlpConfig, MlpParams};
-pub use model::{ModelConfig, Net};
+pub use model::{ModelConfig, Net, VaeModelConfig};
 pub use params::{FlatParams, TensorSlot};
 pub use unet::{UNet2DConfig, UNet2DModel};
-pub use vae::{AutoencoderKL, AutoencoderKLConfig};
+pub use vae::{AutoencoderKL, AutoencoderKLConfig, VaeLoss};

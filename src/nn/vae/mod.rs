@@ -1,7 +1,8 @@
 //! A diffusers-compatible `AutoencoderKL` (the VAE of latent diffusion, SPEC §7): the config
 //! ([`config`]), the encoder and decoder ([`blocks`], built from the UNet's resnet block, mid
 //! block and resamplers), the model with its Gaussian posterior ([`model`]), checkpoint
-//! folders ([`io`]) and the training objective ([`loss`]).
+//! folders ([`io`]), the training objective ([`loss`]) and the model applied to image sets:
+//! latents, the scaling factor, the reconstruction report ([`latents`]).
 //!
 //! Field names reproduce diffusers' parameter paths (`encoder.down_blocks.0.resnets.0.conv1
 //! .weight`, `decoder.mid_block.attentions.0.to_q.weight`, `quant_conv.weight`, ...). Checked
@@ -10,6 +11,7 @@
 pub mod blocks;
 pub mod config;
 pub mod io;
+pub mod latents;
 pub mod loss;
 pub mod model;
 

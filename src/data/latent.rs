@@ -220,7 +220,9 @@ mod tests {
     #[test]
     fn missing_vae_folder_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = VaeRef::new(&dir.path().join("nope")).unwrap_err().to_string();
+        let err = VaeRef::new(&dir.path().join("nope"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("VAE is missing"), "{err}");
         assert!(err.contains("nope"), "{err}");
     }

@@ -250,10 +250,7 @@ impl Net {
                 let template = UNet2DModel::new(c, 0, device, DType::F32)?;
                 Ok(Net::Unet(load_values(template, &params.values)?))
             }
-            ModelConfig::Vae(c) => Ok(Net::Vae(load_values(
-                c.module(0, device)?,
-                &params.values,
-            )?)),
+            ModelConfig::Vae(c) => Ok(Net::Vae(load_values(c.module(0, device)?, &params.values)?)),
         }
     }
 

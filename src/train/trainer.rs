@@ -230,7 +230,15 @@ impl Trainer {
             let Engine::Autodiff { template } = &self.engine else {
                 unreachable!("a VAE trains through autodiff (it has no fused kernel)")
             };
-            let grad = vae_grad(template, &self.params.values, vae, &batch.x0, n, cfg.seed, s)?;
+            let grad = vae_grad(
+                template,
+                &self.params.values,
+                vae,
+                &batch.x0,
+                n,
+                cfg.seed,
+                s,
+            )?;
             return Ok((grad, None));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);

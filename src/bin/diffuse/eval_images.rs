@@ -11,20 +11,20 @@ use crate::sample::sample_labels;
 use anyhow::{bail, Context};
 use burn::tensor::{DType, Device};
 use diffuse::data::{DataSpec, ImageSet};
-use diffuse::nn::vae::latents::{reconstruction_grid, reconstruction_report};
-use diffuse::nn::{AutoencoderKL, FlatParams, Net};
-use diffuse::train::RunConfig;
 use diffuse::eval::classifier::{
     train_classifier, Classifier, ClassifierConfig, ClassifierTrainOptions,
 };
 use diffuse::eval::frechet::{frechet_distance, GaussianStats};
 use diffuse::likelihood::vlb::vlb;
 use diffuse::likelihood::{bits_per_dim, mean_ci95, pf_ode_log_likelihood};
+use diffuse::nn::vae::latents::{reconstruction_grid, reconstruction_report};
+use diffuse::nn::{AutoencoderKL, FlatParams, Net};
 use diffuse::rng::SampleRng;
 use diffuse::sde::score::Probe;
 use diffuse::sde::solvers::OdeOptions;
 use diffuse::sde::Divergence;
 use diffuse::tensor::from_rows;
+use diffuse::train::RunConfig;
 use diffuse::variance::VarianceType;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;

@@ -3,7 +3,10 @@
 
 use anyhow::{bail, Context};
 use burn::tensor::{DType, Device, Tensor};
+use diffuse::data::DataSpec;
 use diffuse::denoiser::{Denoiser, Guided, NetworkDenoiser, Parameterization};
+use diffuse::nn::vae::latents::ENCODE_BATCH;
+use diffuse::nn::AutoencoderKL;
 use diffuse::nn::{FlatParams, Net};
 use diffuse::rng::SampleRng;
 use diffuse::sample::grid::Spacing;
@@ -14,9 +17,6 @@ use diffuse::sde::score::{
     DenoiserScore, NetworkScore, ScoreOutput, TimeInput, NETWORK_TIME_SCALE,
 };
 use diffuse::sde::{ScoreFn, Sde, SdeConfig, SdeSampler, VpSde};
-use diffuse::data::DataSpec;
-use diffuse::nn::vae::latents::ENCODE_BATCH;
-use diffuse::nn::AutoencoderKL;
 use diffuse::tensor::{from_rows, to_vec};
 use diffuse::train::checkpoint::{load_config, load_model};
 use diffuse::train::RunConfig;

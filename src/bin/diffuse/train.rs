@@ -448,5 +448,11 @@ fn finish_vae(trainer: &mut Trainer, args: &Args) -> anyhow::Result<()> {
         args.vae.scale_images.min(train.len()),
         args.out.display()
     );
-    crate::eval_images::vae_report(&args.out, &trainer.config, &trainer.ema, trainer.step, args.vae.report_images)
+    crate::eval_images::vae_report(
+        &args.out,
+        &trainer.config,
+        &trainer.ema,
+        trainer.step,
+        args.vae.report_images,
+    )
 }

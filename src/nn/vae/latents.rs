@@ -182,11 +182,5 @@ pub fn reconstruction_grid(
             cells.extend(std::iter::repeat_n(-1.0, (cols - row.len()) * per));
         }
     }
-    crate::viz::image_grid(
-        path,
-        &cells,
-        [set.channels, set.height, set.width],
-        cols,
-        2,
-    )
+    crate::viz::image_grid(path, &cells, [set.channels, set.height, set.width], cols, 2)
 }

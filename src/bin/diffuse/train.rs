@@ -116,8 +116,9 @@ pub struct Args {
     /// matching instead of a discrete-step model; sample it with --sampler em | pc | ode.
     #[arg(long)]
     sde: Option<String>,
+    // Boxed: the subcommand enum's variants stay of similar size.
     #[command(flatten)]
-    vae: VaeArgs,
+    vae: Box<VaeArgs>,
 }
 
 /// Options of VAE runs (`--model vae`) and of latent diffusion (`--latent --vae DIR`).

@@ -89,6 +89,10 @@ impl ResnetBlock2D {
     /// A block `c_in -> c_out` with the given options.
     pub fn with_options(init: &mut Init, opts: &ResnetOptions, c_in: usize, c_out: usize) -> Self {
         let (g, eps) = (opts.groups, opts.eps);
+        // Drawn in field order (norm1, conv1, time_emb_proj, ...): a seed gives the weights it
+        // always gave.
+        let norm1 = init.group_norm(g, c_in, eps);
+        let conv1 = init.conv3x3(c_in, c_out);
         let time_emb_proj = opts.temb.map(|(dim, shift)| {
             let temb_out = match shift {
                 TimeScaleShift::Default => c_out,
@@ -97,8 +101,8 @@ impl ResnetBlock2D {
             init.linear(dim, temb_out)
         });
         ResnetBlock2D {
-            norm1: init.group_norm(g, c_in, eps),
-            conv1: init.conv3x3(c_in, c_out),
+            norm1,
+            conv1,
             time_emb_proj,
             norm2: init.group_norm(g, c_out, eps),
             dropout: DropoutConfig::new(opts.dropout).init(),

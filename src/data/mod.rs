@@ -7,6 +7,7 @@ pub mod file;
 pub mod folder;
 pub mod idx;
 pub mod images;
+pub mod latent;
 pub mod toy;
 
 pub use file::{load_points, PointSet};
@@ -16,6 +17,7 @@ pub use idx::{
     IdxErrorKind, Split, FASHION_MNIST_CLASSES,
 };
 pub use images::{pixel_to_unit, unit_to_pixel, BatchPrefetcher, ImageBatch, ImageSet};
+pub use latent::{LatentDraw, LatentSet, VaeRef};
 pub use toy::ToyDataset;
 
 use crate::error::{Error, Result};
@@ -46,6 +48,17 @@ pub enum DataSpec {
         /// Random horizontal flips of training images.
         #[serde(default)]
         hflip: bool,
+    },
+    /// The images of `source` encoded by a trained VAE (SPEC §7): samples are the
+    /// diffusion-space latents `s (z - shift)` of shape `latent_shape`.
+    Latent {
+        source: ImageSource,
+        /// `[C, H, W]` of the images (and of the VAE's decoded samples).
+        image_shape: [usize; 3],
+        num_classes: usize,
+        vae: VaeRef,
+        latent_shape: [usize; 3],
+        draw: LatentDraw,
     },
 }
 
@@ -154,6 +167,68 @@ impl DataSpec {
                 ImageSource::Idx { images, .. } => images.display().to_string(),
                 ImageSource::Folder { path } => path.display().to_string(),
             },
+            DataSpec::Latent { source, .. } => format!(
+                "latent-{}",
+                DataSpec::Images {
+                    source: source.clone(),
+                    shape: [0; 3],
+                    num_classes: 0,
+                    hflip: false,
+                }
+                .name()
+            ),
+        }
+    }
+
+    /// Latent data of the images of `images` (a [`DataSpec::Images`]) encoded by the VAE of
+    /// `--vae vae_arg` (a VAE run directory or a diffusers `AutoencoderKL` folder).
+    pub fn latent(images: DataSpec, vae_arg: &Path, draw: LatentDraw) -> Result<Self> {
+        let DataSpec::Images {
+            source,
+            shape,
+            num_classes,
+            ..
+        } = images
+        else {
+            return Err(Error::config(
+                "data",
+                "latent diffusion needs image data (--data fashion-mnist, an IDX file or a PNG folder)",
+            ));
+        };
+        let vae = VaeRef::new(vae_arg)?;
+        let model = vae.load(&burn::tensor::Device::default())?;
+        let cfg = &model.config;
+        let [h, w] = cfg.image_hw();
+        if [cfg.in_channels, h, w] != shape {
+            return Err(Error::config(
+                "vae",
+                format!(
+                    "the VAE in {} encodes {:?} images but the data holds {shape:?}",
+                    vae.dir.display(),
+                    [cfg.in_channels, h, w]
+                ),
+            ));
+        }
+        Ok(DataSpec::Latent {
+            source,
+            image_shape: shape,
+            num_classes,
+            latent_shape: cfg.latent_shape(),
+            vae,
+            draw,
+        })
+    }
+
+    /// The image source and image shape behind image or latent data.
+    pub fn image_source(&self) -> Option<(&ImageSource, [usize; 3])> {
+        match self {
+            DataSpec::Images { source, shape, .. } => Some((source, *shape)),
+            DataSpec::Latent {
+                source,
+                image_shape,
+                ..
+            } => Some((source, *image_shape)),
+            _ => None,
         }
     }
 
@@ -163,13 +238,15 @@ impl DataSpec {
             DataSpec::Toy { name } => name.dim(),
             DataSpec::File { mean, .. } => mean.len(),
             DataSpec::Images { shape, .. } => shape.iter().product(),
+            DataSpec::Latent { latent_shape, .. } => latent_shape.iter().product(),
         }
     }
 
-    /// `[C, H, W]` of image data.
+    /// `[C, H, W]` of image data (of the latents, for latent data: what the model sees).
     pub fn image_shape(&self) -> Option<[usize; 3]> {
         match self {
             DataSpec::Images { shape, .. } => Some(*shape),
+            DataSpec::Latent { latent_shape, .. } => Some(*latent_shape),
             _ => None,
         }
     }
@@ -177,7 +254,9 @@ impl DataSpec {
     /// Number of classes of labelled image data (0 when unlabelled or not images).
     pub fn num_classes(&self) -> usize {
         match self {
-            DataSpec::Images { num_classes, .. } => *num_classes,
+            DataSpec::Images { num_classes, .. } | DataSpec::Latent { num_classes, .. } => {
+                *num_classes
+            }
             _ => 0,
         }
     }
@@ -225,6 +304,38 @@ impl DataSpec {
                     hflip: *hflip,
                 })
             }
+            DataSpec::Latent {
+                source,
+                image_shape,
+                num_classes,
+                vae,
+                latent_shape,
+                draw,
+            } => {
+                let images = DataSpec::Images {
+                    source: source.clone(),
+                    shape: *image_shape,
+                    num_classes: *num_classes,
+                    hflip: false,
+                };
+                let DataSource::Images { set, .. } = images.open()? else {
+                    unreachable!("image data opens as images")
+                };
+                let model = vae.load(&burn::tensor::Device::default())?;
+                if model.config.latent_shape() != *latent_shape {
+                    return Err(Error::config(
+                        "data.latent_shape",
+                        format!(
+                            "{latent_shape:?}, but the VAE in {} gives {:?}",
+                            vae.dir.display(),
+                            model.config.latent_shape()
+                        ),
+                    ));
+                }
+                Ok(DataSource::Latent(Arc::new(LatentSet::encode(
+                    &model, &set, *draw,
+                ))))
+            }
         }
     }
 }
@@ -251,6 +362,7 @@ pub enum DataSource {
     Toy(ToyDataset),
     Points(PointSet),
     Images { set: Arc<ImageSet>, hflip: bool },
+    Latent(Arc<LatentSet>),
 }
 
 impl DataSource {
@@ -260,6 +372,7 @@ impl DataSource {
             DataSource::Toy(t) => t.dim(),
             DataSource::Points(p) => p.dim,
             DataSource::Images { set, .. } => set.dim(),
+            DataSource::Latent(set) => set.dim(),
         }
     }
 
@@ -286,6 +399,7 @@ impl DataSource {
                 }
                 out
             }
+            DataSource::Latent(set) => set.sample(n, seed, stream).x0,
         }
     }
 
@@ -293,6 +407,7 @@ impl DataSource {
     pub fn training_batch(&self, batch_size: usize, seed: u64, step: u64) -> Batch {
         match self {
             DataSource::Images { set, hflip } => set.batch(batch_size, seed, step, *hflip).into(),
+            DataSource::Latent(set) => set.sample(batch_size, seed, 2 * step),
             _ => Batch {
                 x0: self.batch(batch_size, seed, step),
                 labels: None,

@@ -10,6 +10,7 @@ use super::params::{
     TensorSlot,
 };
 use super::unet::{UNet2DConfig, UNet2DModel};
+use super::vae::{AutoencoderKL, AutoencoderKLConfig, VaeLoss};
 use super::{Mlp, MlpConfig, MlpParams};
 use crate::denoiser::Network;
 use crate::error::Result;
@@ -26,6 +27,40 @@ pub enum ModelConfig {
     Mlp(MlpConfig),
     /// diffusers' `UNet2DModel` for images (its config.json keys).
     Unet(UNet2DConfig),
+    /// diffusers' `AutoencoderKL` with its training objective (SPEC §7).
+    Vae(VaeModelConfig),
+}
+
+/// A VAE run's network: the diffusers config and the objective the trainer minimises
+/// instead of the diffusion loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaeModelConfig {
+    pub vae: AutoencoderKLConfig,
+    #[serde(default)]
+    pub loss: VaeLoss,
+}
+
+impl VaeModelConfig {
+    fn validate(&self) -> Result<()> {
+        self.vae.validate()?;
+        self.loss.validate()?;
+        if self.vae.in_channels != self.vae.out_channels {
+            return Err(crate::Error::config(
+                "model.vae.out_channels",
+                format!(
+                    "{} output channels for {} input channels: a VAE reconstructs its input",
+                    self.vae.out_channels, self.vae.in_channels
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The (F32) module of this config on `device`, seeded.
+    fn module(&self, seed: u64, device: &Device) -> Result<AutoencoderKL> {
+        AutoencoderKL::new(&self.vae, seed, device, DType::F32)
+    }
 }
 
 impl ModelConfig {
@@ -33,6 +68,7 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         match self {
             ModelConfig::Mlp(c) => c.validate(),
+            ModelConfig::Vae(c) => c.validate(),
             ModelConfig::Unet(c) => {
                 c.validate()?;
                 if c.sample_size.is_none() {
@@ -51,6 +87,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Mlp(c) => c.data_dim,
             ModelConfig::Unet(c) => unet_hw(c).iter().product::<usize>() * c.in_channels,
+            ModelConfig::Vae(c) => c.vae.image_hw().iter().product::<usize>() * c.vae.in_channels,
         }
     }
 
@@ -59,6 +96,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Mlp(c) => c.data_dim,
             ModelConfig::Unet(c) => unet_hw(c).iter().product::<usize>() * c.out_channels,
+            ModelConfig::Vae(c) => c.vae.image_hw().iter().product::<usize>() * c.vae.out_channels,
         }
     }
 
@@ -70,6 +108,10 @@ impl ModelConfig {
                 let [h, w] = unet_hw(c);
                 Some([c.in_channels, h, w])
             }
+            ModelConfig::Vae(c) => {
+                let [h, w] = c.vae.image_hw();
+                Some([c.vae.in_channels, h, w])
+            }
         }
     }
 
@@ -79,6 +121,7 @@ impl ModelConfig {
             ModelConfig::Mlp(_) => None,
             // The last row of the class table is the null class (classifier-free guidance).
             ModelConfig::Unet(c) => c.num_class_embeds.map(|k| k.saturating_sub(1)),
+            ModelConfig::Vae(_) => None,
         }
     }
 
@@ -100,6 +143,7 @@ impl ModelConfig {
                 &Device::default(),
                 DType::F32,
             )?)),
+            ModelConfig::Vae(c) => Ok(module_slots(&c.module(0, &Device::default())?)),
         }
     }
 
@@ -119,14 +163,24 @@ impl ModelConfig {
                 &Device::default(),
                 DType::F32,
             )?)),
+            ModelConfig::Vae(c) => Ok(module_params(&c.module(seed, &Device::default())?)),
         }
     }
 
-    /// The kind's name (`mlp`, `unet`), as in config.json.
+    /// The kind's name (`mlp`, `unet`, `vae`), as in config.json.
     pub fn kind(&self) -> &'static str {
         match self {
             ModelConfig::Mlp(_) => "mlp",
             ModelConfig::Unet(_) => "unet",
+            ModelConfig::Vae(_) => "vae",
+        }
+    }
+
+    /// The VAE's config, for VAE runs.
+    pub fn as_vae(&self) -> Option<&VaeModelConfig> {
+        match self {
+            ModelConfig::Vae(c) => Some(c),
+            _ => None,
         }
     }
 
@@ -145,6 +199,14 @@ impl ModelConfig {
                     Some(k) => format!(", {} classes + null", k - 1),
                     None => String::new(),
                 }
+            ),
+            ModelConfig::Vae(c) => format!(
+                "VAE {:?} x {} layers/block, latent {:?}, {:?} + beta {} KL",
+                c.vae.block_out_channels,
+                c.vae.layers_per_block,
+                c.vae.latent_shape(),
+                c.loss.reconstruction,
+                c.loss.beta
             ),
         }
     }
@@ -166,6 +228,7 @@ fn mlp_slots(p: &MlpParams) -> Vec<TensorSlot> {
 pub enum Net {
     Mlp(Mlp),
     Unet(UNet2DModel),
+    Vae(AutoencoderKL),
 }
 
 impl Net {
@@ -187,6 +250,7 @@ impl Net {
                 let template = UNet2DModel::new(c, 0, device, DType::F32)?;
                 Ok(Net::Unet(load_values(template, &params.values)?))
             }
+            ModelConfig::Vae(c) => Ok(Net::Vae(load_values(c.module(0, device)?, &params.values)?)),
         }
     }
 
@@ -195,6 +259,7 @@ impl Net {
         match self {
             Net::Mlp(m) => m.devices()[0].clone(),
             Net::Unet(m) => m.devices()[0].clone(),
+            Net::Vae(m) => m.devices()[0].clone(),
         }
     }
 
@@ -203,6 +268,7 @@ impl Net {
         Ok(match self {
             Net::Mlp(m) => Net::Mlp(load_values(m.clone(), values)?),
             Net::Unet(m) => Net::Unet(load_values(m.clone(), values)?),
+            Net::Vae(m) => Net::Vae(load_values(m.clone(), values)?),
         })
     }
 
@@ -211,15 +277,25 @@ impl Net {
         match self {
             Net::Mlp(m) => module_gradients(m, grads),
             Net::Unet(m) => module_gradients(m, grads),
+            Net::Vae(m) => module_gradients(m, grads),
         }
     }
 }
 
+/// A VAE is no denoiser: as a [`Network`] it maps flat images to their reconstruction
+/// `decode(mean(q(z|x)))`, ignoring `t` and the labels (the CLI does not sample VAE runs).
 impl Network for Net {
     fn forward(&self, x: Tensor<2>, t: &[f64], labels: Option<&[i64]>) -> Tensor<2> {
         match self {
             Net::Mlp(m) => m.forward(x, t, labels),
             Net::Unet(m) => m.forward(x, t, labels),
+            Net::Vae(m) => {
+                let [n, d] = x.dims();
+                let c = m.config.in_channels;
+                let [h, w] = m.config.image_hw();
+                let x_hat = m.decode(m.encode(x.reshape([n, c, h, w])).mean);
+                x_hat.reshape([n, d])
+            }
         }
     }
 }

@@ -36,6 +36,8 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const STATE_FILE: &str = "train_state.safetensors";
 /// The diffusers export of an image model's EMA weights inside a run directory.
 pub const DIFFUSERS_DIR: &str = "unet";
+/// Subfolder of a VAE run holding its EMA weights as a diffusers `AutoencoderKL` folder.
+pub const VAE_DIR: &str = "vae";
 
 /// Why a checkpoint could not be written or read; always names the file.
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +257,19 @@ pub fn save_checkpoint(dir: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointEr
             crate::nn::Net::Unet(unet) => unet.save_diffusers_dir(&export),
             _ => Ok(()),
         })
+        .map_err(|e| invalid(&export, e.to_string()))?;
+    }
+    // A VAE run's EMA weights as a diffusers `AutoencoderKL` folder (what `--vae` reads).
+    if let crate::nn::ModelConfig::Vae(vae) = &ckpt.config.model {
+        let export = dir.join(VAE_DIR);
+        crate::nn::AutoencoderKL::new(
+            &vae.vae,
+            0,
+            &burn::tensor::Device::default(),
+            burn::tensor::DType::F32,
+        )
+        .and_then(|m| crate::nn::params::load_values(m, &ckpt.ema.values))
+        .and_then(|m| m.save_diffusers_dir(&export))
         .map_err(|e| invalid(&export, e.to_string()))?;
     }
     Ok(())

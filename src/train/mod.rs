@@ -9,6 +9,7 @@ pub mod engine;
 pub mod fit;
 pub mod lr;
 pub mod trainer;
+pub mod vae_step;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, CheckpointError};
 pub use config::{RunConfig, TrainConfig};

@@ -12,6 +12,7 @@ use super::config::RunConfig;
 use super::ema::ema_update;
 use super::engine::{autodiff_grad, BatchGrad, ExtraLoss, MlpEngine, StepBatch};
 use super::lr::learning_rate;
+use super::vae_step::vae_grad;
 use crate::data::{BatchPrefetcher, DataSource};
 use crate::loss::{hybrid_vlb_term, loss_weight, term_values, TimestepSampler};
 use crate::nn::embedding::sinusoidal_embedding;
@@ -224,6 +225,22 @@ impl Trainer {
             }
             data => data.training_batch(n, cfg.seed, s),
         };
+        // A VAE minimises its own objective (SPEC §7) on the same batches.
+        if let Some(vae) = cfg.model.as_vae() {
+            let Engine::Autodiff { template } = &self.engine else {
+                unreachable!("a VAE trains through autodiff (it has no fused kernel)")
+            };
+            let grad = vae_grad(
+                template,
+                &self.params.values,
+                vae,
+                &batch.x0,
+                n,
+                cfg.seed,
+                s,
+            )?;
+            return Ok((grad, None));
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         rng.set_stream(2 * s + 1);
         let levels = self.draw_levels(n, &mut rng);

@@ -24,7 +24,7 @@ fn refs_dir() -> PathBuf {
 }
 
 /// Kinds of `nets/` files this harness does not check (another suite owns them).
-const NOT_HERE: [&str; 1] = ["autoencoder_kl"];
+const NOT_HERE: [&str; 0] = [];
 
 /// Checks one file of `dir`; `None` for an unknown kind (which fails the test).
 fn check(kind: &str, file: &serde_json::Value, dir: &Path, c: &mut Checker) -> Option<()> {
@@ -40,6 +40,7 @@ fn check(kind: &str, file: &serde_json::Value, dir: &Path, c: &mut Checker) -> O
         "heun" => karras::check_heun(file, c),
         "dpmsolver" => karras::check_dpm(file, c),
         "unet2d" => nets::check_unet(file, dir, c),
+        "autoencoder_kl" => nets::check_vae(file, dir, c),
         _ => return None,
     }
     Some(())

@@ -1,6 +1,9 @@
-//! `unet2d` files in `nets/`: a diffusers `UNet2DModel` checkpoint folder and its fixed inputs
-//! and outputs (`shared/refs/README.md`, section nets). Every option comes from the file's
-//! `config`; an option the UNet does not implement fails the file, naming it.
+//! `unet2d` and `autoencoder_kl` files in `nets/`: a diffusers `UNet2DModel` or
+//! `AutoencoderKL` checkpoint folder and its fixed inputs and outputs (`shared/refs/README.md`,
+//! section nets). Every option comes from the file's `config`; an option the model does not
+//! implement fails the file, naming it.
+//!
+//! UNet tolerances below; the VAE's are at [`check_vae`].
 //!
 //! Tolerances (mixed error |got - ref| / max(1, |ref|), except where stated):
 //! - `time_proj` (ours in float64, diffusers' in float32): an element-wise first-order bound
@@ -20,6 +23,7 @@ use crate::common::{num, nums, Checker};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use diffuse::nn::embedding::MAX_PERIOD;
 use diffuse::nn::unet::{UNet2DConfig, UNet2DModel};
+use diffuse::nn::vae::{AutoencoderKL, AutoencoderKLConfig};
 use diffuse::tensor::from_rows;
 use serde_json::Value;
 use std::path::Path;
@@ -171,4 +175,82 @@ pub fn check_unet(file: &Value, nets_dir: &Path, c: &mut Checker) {
         &nums(&file["output_f32"]["data"]),
         4.0 * dev,
     );
+}
+
+/// The folder's `config.json` (next to `weights`), if present, must be the file's config.
+fn same_folder_config<T: PartialEq>(
+    weights: &Path,
+    c: &mut Checker,
+    parse: impl Fn(&str) -> diffuse::Result<T>,
+    want: &T,
+) {
+    let folder_config = weights.with_file_name("config.json");
+    if folder_config.exists() {
+        let text = std::fs::read_to_string(&folder_config).unwrap();
+        let saved = parse(&text)
+            .unwrap_or_else(|e| panic!("unsupported config.json {}: {e}", folder_config.display()));
+        c.comparisons += 1;
+        if saved != *want {
+            c.failures.push(format!(
+                "{} differs from the file's config",
+                folder_config.display()
+            ));
+        }
+    }
+}
+
+/// `autoencoder_kl`: posterior mean and (clamped) log-variance of `sample`, `decode(latent)`
+/// and `decode(posterior_mean)`, each in float64 and (where the file has it) float32.
+///
+/// Tolerances (mixed error |got - ref| / max(1, |ref|)):
+/// - `*_f64`: both sides run the same float64 arithmetic on the same inputs and weights and
+///   differ by summation order only (convolutions, group norms, the attention's softmax), so
+///   1e-11, as for the UNet: room for rounding growth through ~20 layers, and still far
+///   below any float32 rounding (1e-7) or a wrong layer. `reconstruction_of_mean_f64` decodes
+///   our own float64 mean, which agrees with the file's to that order, through a decoder of
+///   O(1) gain.
+/// - `*_f32`: each float32 run is within about the file's `f32_vs_f64_max_abs_dev` of the
+///   float64 one, the two libraries accumulating in different orders, so 4 times that.
+pub fn check_vae(file: &Value, nets_dir: &Path, c: &mut Checker) {
+    let cfg = AutoencoderKLConfig::from_json(&file["config"])
+        .unwrap_or_else(|e| panic!("unsupported AutoencoderKL config: {e}"));
+    let weights = nets_dir.join(file["weights"].as_str().expect("weights path"));
+    let with_version = |text: &str| {
+        AutoencoderKLConfig::from_json_str(text).map(|mut saved| {
+            saved.diffusers_version = cfg.diffusers_version.clone();
+            saved
+        })
+    };
+    same_folder_config(&weights, c, with_version, &cfg);
+    let device = Device::default();
+    let tol32 = 4.0 * num(&file["f32_vs_f64_max_abs_dev"]);
+    for (dtype, suffix, tol) in [(DType::F64, "f64", 1e-11), (DType::F32, "f32", tol32)] {
+        let model = AutoencoderKL::from_safetensors(&cfg, &weights, &device, dtype)
+            .unwrap_or_else(|e| panic!("loading {}: {e}", weights.display()));
+        let posterior = model.encode(tensor4(&file["sample"], dtype));
+        let mut compare = |name: &str, got: Tensor<4>| {
+            let key = format!("{name}_{suffix}");
+            if let Some(want) = file.get(&key) {
+                c.close(&key, &values(got), &nums(&want["data"]), tol);
+            }
+        };
+        compare("posterior_mean", posterior.mean.clone());
+        compare("posterior_logvar", posterior.logvar.clone());
+        compare(
+            "decoder_output",
+            model.decode(tensor4(&file["latent"], dtype)),
+        );
+        compare("reconstruction_of_mean", model.decode(posterior.mean));
+    }
+    // Every comparison the README lists for float64 must have run.
+    for key in [
+        "posterior_mean_f64",
+        "posterior_logvar_f64",
+        "decoder_output_f64",
+        "reconstruction_of_mean_f64",
+    ] {
+        if file.get(key).is_none() {
+            c.failures.push(format!("the file has no `{key}`"));
+        }
+    }
 }

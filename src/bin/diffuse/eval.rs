@@ -59,8 +59,21 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::default();
+    // A VAE run: its test-set reconstructions (SPEC §7), not samples.
+    let config = diffuse::train::checkpoint::load_config(&args.run)?;
+    if config.model.as_vae().is_some() {
+        let (ema, raw, step) = diffuse::train::checkpoint::load_model(&args.run, &config)?;
+        let params = if args.raw { raw } else { ema };
+        return crate::eval_images::vae_report(
+            &args.run,
+            &config,
+            &params,
+            step,
+            args.n.unwrap_or(1000),
+        );
+    }
     let run = open(&args.run, args.raw, &device)?;
-    let images = run.config.model.image_shape().is_some();
+    let images = run.image_shape().is_some();
     let default_sizes = if images { (500, 3) } else { (4000, 5) };
     let (n, seeds) = (
         args.n.unwrap_or(default_sizes.0),

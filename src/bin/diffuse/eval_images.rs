@@ -17,11 +17,14 @@ use diffuse::eval::classifier::{
 use diffuse::eval::frechet::{frechet_distance, GaussianStats};
 use diffuse::likelihood::vlb::vlb;
 use diffuse::likelihood::{bits_per_dim, mean_ci95, pf_ode_log_likelihood};
+use diffuse::nn::vae::latents::{reconstruction_grid, reconstruction_report};
+use diffuse::nn::{AutoencoderKL, FlatParams, Net};
 use diffuse::rng::SampleRng;
 use diffuse::sde::score::Probe;
 use diffuse::sde::solvers::OdeOptions;
 use diffuse::sde::Divergence;
-use diffuse::tensor::{from_rows, to_vec};
+use diffuse::tensor::from_rows;
+use diffuse::train::RunConfig;
 use diffuse::variance::VarianceType;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -44,7 +47,7 @@ pub struct ImageEvalArgs<'a> {
 /// The data's train and test images (test: the data set's own split, else the last fifth of
 /// the training images, which the classifier then does not see).
 fn splits(spec: &DataSpec) -> anyhow::Result<(ImageSet, ImageSet, bool)> {
-    let DataSpec::Images { source, .. } = spec else {
+    let Some((source, _)) = spec.image_source() else {
         bail!("not an image run");
     };
     let train = source.load_train()?;
@@ -112,7 +115,7 @@ fn stat(values: &[f64]) -> serde_json::Value {
 
 pub fn run(run: &Run, args: &ImageEvalArgs) -> anyhow::Result<()> {
     let device = Device::default();
-    let shape = run.config.model.image_shape().expect("image run");
+    let shape = run.image_shape().expect("image run");
     let (train, test, own_split) = splits(&run.config.data)?;
     let n = args.n;
     if n < 2 || n > test.len() || n > train.len() {
@@ -144,7 +147,8 @@ pub fn run(run: &Run, args: &ImageEvalArgs) -> anyhow::Result<()> {
         let labels = sample_labels(None, classes, n);
         let cond = labels.as_deref().map(|l| (l, args.guidance));
         let (x, _) = run.draw_conditional(args.sampler, n, s, cond, None)?;
-        let samples: Vec<f32> = to_vec(&x).into_iter().map(|v| v as f32).collect();
+        // Latent runs are evaluated on their decoded images.
+        let samples: Vec<f32> = run.to_images(&x).into_iter().map(|v| v as f32).collect();
         let stats = |images: &[f32]| -> anyhow::Result<GaussianStats> {
             Ok(GaussianStats::of(&clf.features(images, n)?, f)?)
         };
@@ -197,7 +201,9 @@ pub fn run(run: &Run, args: &ImageEvalArgs) -> anyhow::Result<()> {
             "model": stat(&cond_acc), "test_images": test_acc,
         }));
     }
-    if args.bpd_images > 0 {
+    if args.bpd_images > 0 && run.vae.is_some() {
+        eprintln!("no bits/dim for a latent run: its likelihood is of latents, not of pixels");
+    } else if args.bpd_images > 0 {
         lines.push(bits_per_dim_line(run, &test, shape, args)?);
     }
     let path = args.run_dir.join("eval.jsonl");
@@ -210,6 +216,64 @@ pub fn run(run: &Run, args: &ImageEvalArgs) -> anyhow::Result<()> {
         writeln!(out, "{l}").with_context(|| format!("writing {}", path.display()))?;
     }
     eprintln!("appended {} lines to {}", lines.len(), path.display());
+    Ok(())
+}
+
+/// A VAE run's EMA (or other) weights as the `AutoencoderKL` module.
+pub fn ema_vae(config: &RunConfig, params: &FlatParams) -> anyhow::Result<AutoencoderKL> {
+    match Net::new(&config.model, params, &Device::default())? {
+        Net::Vae(vae) => Ok(vae),
+        _ => bail!("not a VAE run"),
+    }
+}
+
+/// Test-set report of a VAE run (SPEC §7): reconstruction MSE and PSNR and KL per latent
+/// dimension over `images` test images (a seeded subset; the data set's test split, else the
+/// last fifth of the training images), printed and appended to `<run>/eval.jsonl`, and
+/// `<run>/reconstructions.png` (rows of inputs, each above its reconstructions).
+pub fn vae_report(
+    run_dir: &Path,
+    config: &RunConfig,
+    params: &FlatParams,
+    step: u64,
+    images: usize,
+) -> anyhow::Result<()> {
+    let vae = ema_vae(config, params)?;
+    let (_, test, own_split) = splits(&config.data)?;
+    let idx = pick(test.len(), images.min(test.len()), config.seed, 4);
+    let report = reconstruction_report(&vae, &test, &idx);
+    let png = run_dir.join("reconstructions.png");
+    reconstruction_grid(&vae, &test, &idx[..idx.len().min(32)], 8, &png)
+        .with_context(|| format!("writing {}", png.display()))?;
+    println!(
+        "{} (step {step}): test reconstruction MSE {:.5} (PSNR {:.2} dB on [-1, 1] images), KL {:.4} nats per latent dimension ({} images); latent {:?}, scaling factor {:.5}",
+        run_dir.display(),
+        report.mse,
+        report.psnr,
+        report.kl_per_dim,
+        report.images,
+        vae.config.latent_shape(),
+        vae.config.scaling_factor,
+    );
+    let mut line = report.to_json();
+    line["metric"] = "vae_reconstruction".into();
+    line["step"] = step.into();
+    line["latent_shape"] = serde_json::json!(vae.config.latent_shape());
+    line["scaling_factor"] = vae.config.scaling_factor.into();
+    line["test_split"] = if own_split {
+        "data set's test split"
+    } else {
+        "last fifth of the training images"
+    }
+    .into();
+    let path = run_dir.join("eval.jsonl");
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(out, "{line}").with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {} and a line to {}", png.display(), path.display());
     Ok(())
 }
 

@@ -3,7 +3,10 @@
 
 use anyhow::{bail, Context};
 use burn::tensor::{DType, Device, Tensor};
+use diffuse::data::DataSpec;
 use diffuse::denoiser::{Denoiser, Guided, NetworkDenoiser, Parameterization};
+use diffuse::nn::vae::latents::ENCODE_BATCH;
+use diffuse::nn::AutoencoderKL;
 use diffuse::nn::{FlatParams, Net};
 use diffuse::rng::SampleRng;
 use diffuse::sample::registry::{sample, SamplerConfig};
@@ -14,7 +17,7 @@ use diffuse::sde::score::{
 };
 use diffuse::sde::solvers::OdeOptions;
 use diffuse::sde::{ScheduleVpSde, ScoreFn, Sde, SdeSampler};
-use diffuse::tensor::from_rows;
+use diffuse::tensor::{from_rows, to_vec};
 use diffuse::train::checkpoint::{load_config, load_model};
 use diffuse::train::RunConfig;
 use std::path::Path;
@@ -38,6 +41,8 @@ pub struct Run {
     pub params: FlatParams,
     pub denoiser: NetworkDenoiser<Net>,
     pub step: u64,
+    /// The VAE that decodes a latent run's samples (SPEC §7).
+    pub vae: Option<AutoencoderKL>,
 }
 
 /// Loads `dir`'s config and EMA weights (or the raw weights with `raw`).
@@ -47,6 +52,21 @@ pub fn open(dir: &Path, raw: bool, device: &Device) -> anyhow::Result<Run> {
         .schedule
         .build()
         .with_context(|| format!("{}: schedule", dir.join("config.json").display()))?;
+    if config.model.as_vae().is_some() {
+        bail!(
+            "{} is a VAE run, not a diffusion model: train a latent model on it with \
+             `diffuse train --latent --vae {}`, or evaluate its reconstructions with `diffuse eval`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let vae = match &config.data {
+        DataSpec::Latent { vae, .. } => Some(
+            vae.load(device)
+                .with_context(|| format!("{}: the latent run's VAE", dir.display()))?,
+        ),
+        _ => None,
+    };
     let (ema, raw_params, step) = load_model(dir, &config)?;
     let params = if raw { raw_params } else { ema };
     let denoiser = NetworkDenoiser {
@@ -62,10 +82,42 @@ pub fn open(dir: &Path, raw: bool, device: &Device) -> anyhow::Result<Run> {
         params,
         denoiser,
         step,
+        vae,
     })
 }
 
 impl Run {
+    /// `[C, H, W]` of the run's images: the model's samples, or for a latent run the images
+    /// its VAE decodes them to.
+    pub fn image_shape(&self) -> Option<[usize; 3]> {
+        match &self.vae {
+            Some(vae) => {
+                let [h, w] = vae.config.image_hw();
+                Some([vae.config.out_channels, h, w])
+            }
+            None => self.config.model.image_shape(),
+        }
+    }
+
+    /// Row-major images `[N, C H W]` of samples `x` `[N, D]`: `x` itself, or for a latent run
+    /// `decode(x / s + shift)` (SPEC §7).
+    pub fn to_images(&self, x: &Tensor<2>) -> Vec<f64> {
+        let Some(vae) = &self.vae else {
+            return to_vec(x);
+        };
+        let [n, _] = x.dims();
+        let [c, h, w] = vae.config.latent_shape();
+        let mut out = Vec::new();
+        for start in (0..n).step_by(ENCODE_BATCH) {
+            let end = (start + ENCODE_BATCH).min(n);
+            let z = vae.from_diffusion(x.clone().slice([start..end, 0..c * h * w]));
+            let images = vae.decode(z.reshape([end - start, c, h, w]));
+            let d = images.dims()[1..].iter().product::<usize>();
+            out.extend(to_vec(&images.reshape([end - start, d])));
+        }
+        out
+    }
+
     /// The SDE a score sampler or the likelihood integrates, and where in time they end:
     /// the run's own SDE (samplers stop at its sampling eps, the likelihood starts at 1e-5,
     /// SPEC §6), or for a discrete model the VP SDE of the run's own schedule from its first

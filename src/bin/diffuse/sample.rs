@@ -58,6 +58,7 @@ pub fn sample_labels(class: Option<i64>, classes: Option<usize>, n: usize) -> Op
     }
 }
 
+/// Image runs (and latent runs, whose samples are decoded to images by their VAE, SPEC §7).
 fn run_images(args: &Args, run: &crate::run_dir::Run, shape: [usize; 3]) -> anyhow::Result<()> {
     let sde = crate::run_dir::SDE_SAMPLERS.contains(&args.sampler.name.as_str());
     // The SDE samplers draw unconditionally unless a class is asked for (which they refuse).
@@ -69,7 +70,8 @@ fn run_images(args: &Args, run: &crate::run_dir::Run, shape: [usize; 3]) -> anyh
     let labels = sample_labels(args.class, classes, args.n);
     let mut snapshots: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
     let keep = args.sampler.steps.div_ceil(6).max(1);
-    let per = shape.iter().product::<usize>();
+    // Values per sample as the sampler sees them (latents for a latent run).
+    let per = run.config.model.data_dim();
     let show = args.n.min(4);
     let mut record = |info: &StepInfo| {
         if info.step.is_multiple_of(keep) || info.step + 1 == info.steps {
@@ -89,7 +91,7 @@ fn run_images(args: &Args, run: &crate::run_dir::Run, shape: [usize; 3]) -> anyh
         "{} images with {} ({nfe} network calls)",
         args.n, args.sampler.name
     );
-    let images = to_vec(&x);
+    let images = run.to_images(&x);
     let cols = match (args.class, classes) {
         (None, Some(k)) if k > 0 => k,
         _ => (args.n as f64).sqrt().ceil() as usize,
@@ -103,7 +105,8 @@ fn run_images(args: &Args, run: &crate::run_dir::Run, shape: [usize; 3]) -> anyh
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &args.trajectory {
-        // Rows: for each shown sample, x_t at the kept steps, then x0_hat at the same steps.
+        // Rows: for each shown sample, x_t at the kept steps, then x0_hat at the same steps
+        // (decoded, for a latent run).
         let mut strip = Vec::new();
         for j in 0..show {
             for (x, _) in &snapshots {
@@ -113,6 +116,14 @@ fn run_images(args: &Args, run: &crate::run_dir::Run, shape: [usize; 3]) -> anyh
                 strip.extend_from_slice(&x0[j * per..(j + 1) * per]);
             }
         }
+        let rows = strip.len() / per;
+        let strip = run.to_images(&diffuse::tensor::from_rows(
+            strip,
+            rows,
+            per,
+            &Device::default(),
+            burn::tensor::DType::F32,
+        ));
         image_grid(path, &strip, shape, snapshots.len(), 2)
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!(
@@ -127,7 +138,7 @@ fn run_images(args: &Args, run: &crate::run_dir::Run, shape: [usize; 3]) -> anyh
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::default();
     let run = open(&args.run, args.raw, &device)?;
-    if let Some(shape) = run.config.model.image_shape() {
+    if let Some(shape) = run.image_shape() {
         return run_images(&args, &run, shape);
     }
     if args.class.is_some() || args.npy.is_some() {

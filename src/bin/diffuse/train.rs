@@ -5,14 +5,17 @@
 mod resume;
 
 use anyhow::{bail, Context};
-use diffuse::data::DataSpec;
+use diffuse::data::{DataSpec, LatentDraw};
 use diffuse::loss::{LossWeighting, TimestepSampling};
 use diffuse::nn::unet::{SampleSize, UNet2DConfig};
-use diffuse::nn::{MlpConfig, ModelConfig};
+use diffuse::nn::vae::latents::latent_scaling_factor;
+use diffuse::nn::vae::{AutoencoderKLConfig, Reconstruction, VaeLoss};
+use diffuse::nn::{MlpConfig, ModelConfig, VaeModelConfig};
 use diffuse::prediction::PredictionType;
 use diffuse::report::ReportOptions;
 use diffuse::schedule::{BetaSchedule, ScheduleConfig};
 use diffuse::sde::SdeConfig;
+use diffuse::train::checkpoint::{load_checkpoint, save_checkpoint};
 use diffuse::train::{fit_with_report, FitOptions, RunConfig, TrainConfig, Trainer};
 use diffuse::variance::VarianceType;
 use std::path::PathBuf;
@@ -25,7 +28,7 @@ pub struct Args {
     /// a *-idx3-ubyte[.gz] file, or a folder of PNGs (one subfolder per class gives labels).
     #[arg(long, default_value = "moons")]
     data: String,
-    /// mlp | unet (default: mlp for points, unet for images).
+    /// mlp | unet | vae (default: mlp for points, unet for images and latents).
     #[arg(long)]
     model: Option<String>,
     /// A diffusers-style UNet2DModel config.json (overrides the UNet flags below).
@@ -130,6 +133,39 @@ pub struct Args {
     /// matching instead of a discrete-step model; sample it with --sampler em | pc | ode.
     #[arg(long)]
     sde: Option<String>,
+    // Boxed: the subcommand enum's variants stay of similar size.
+    #[command(flatten)]
+    vae: Box<VaeArgs>,
+}
+
+/// Options of VAE runs (`--model vae`) and of latent diffusion (`--latent --vae DIR`).
+#[derive(clap::Args)]
+pub struct VaeArgs {
+    /// VAE: latent channels (the encoder's levels set the latent size: 28 -> 7 with three).
+    #[arg(long, default_value_t = 4)]
+    latent_channels: usize,
+    /// VAE: reconstruction term, l1 | l2.
+    #[arg(long, default_value = "l2")]
+    recon: String,
+    /// VAE: weight of the summed KL against the summed reconstruction error.
+    #[arg(long, default_value_t = diffuse::nn::VaeLoss::default().beta)]
+    beta: f64,
+    /// VAE: training images (a seeded subset) that set the latent scaling factor at the end.
+    #[arg(long, default_value_t = 5000)]
+    scale_images: usize,
+    /// VAE: test images of the end-of-training report (MSE, PSNR, KL per latent dimension).
+    #[arg(long, default_value_t = 1000)]
+    report_images: usize,
+    /// Train the diffusion model on the latents of the VAE given by --vae.
+    #[arg(long)]
+    latent: bool,
+    /// The VAE of a latent run: a `diffuse train --model vae` run directory or a diffusers
+    /// AutoencoderKL folder.
+    #[arg(long)]
+    vae: Option<PathBuf>,
+    /// Latent runs: learn posterior samples (sample) or posterior means (mean).
+    #[arg(long, default_value = "sample")]
+    latents: String,
 }
 
 fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
@@ -148,6 +184,17 @@ fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
         },
         other => other,
     };
+    let data = match (&args.vae.vae, args.vae.latent) {
+        (Some(vae), true) => {
+            let Some(draw) = LatentDraw::from_name(&args.vae.latents) else {
+                bail!("--latents {:?}: expected sample or mean", args.vae.latents);
+            };
+            DataSpec::latent(data, vae, draw).with_context(|| format!("--vae {}", vae.display()))?
+        }
+        (None, true) => bail!("--latent needs --vae DIR (a `diffuse train --model vae` run)"),
+        (Some(_), false) => bail!("--vae applies to latent runs: add --latent"),
+        (None, false) => data,
+    };
     let Some(prediction) = PredictionType::from_name(&args.prediction) else {
         bail!("--prediction {:?}: expected eps, x0 or v", args.prediction);
     };
@@ -159,7 +206,7 @@ fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
     };
     let loss = loss_weighting(args)?;
     let model = model_config(args, &data, loss.learns_variance())?;
-    let is_unet = matches!(model, ModelConfig::Unet(_));
+    let is_unet = matches!(model, ModelConfig::Unet(_) | ModelConfig::Vae(_));
     let config = RunConfig {
         model,
         schedule: ScheduleConfig {
@@ -256,12 +303,63 @@ fn model_config(
             });
             cfg.in_channels = c;
             cfg.out_channels = if learned_variance { 2 * c } else { c };
+            let factor = 1usize << (cfg.block_out_channels.len() - 1);
+            if let DataSpec::Latent { latent_shape, .. } = data {
+                if !(h.is_multiple_of(factor) && w.is_multiple_of(factor)) {
+                    bail!(
+                        "the latents are {latent_shape:?}: a UNet of {} levels needs sides that \
+                         are multiples of {factor}; use fewer levels, e.g. --block-out-channels 64 \
+                         --attention-levels 0 for 7x7 latents",
+                        cfg.block_out_channels.len()
+                    );
+                }
+            }
             let classes = data.num_classes();
             cfg.num_class_embeds = (classes > 0 && !args.unconditional).then_some(classes + 1);
             Ok(ModelConfig::Unet(cfg))
         }
-        other => bail!("--model {other:?}: expected mlp or unet"),
+        "vae" => {
+            let Some([c, h, w]) = image.filter(|_| !args.vae.latent) else {
+                bail!("--model vae needs image data (--data fashion-mnist, an IDX file or a PNG folder)");
+            };
+            Ok(ModelConfig::Vae(vae_from_flags(args, c, [h, w])?))
+        }
+        other => bail!("--model {other:?}: expected mlp, unet or vae"),
     }
+}
+
+/// The VAE of `--model vae`: diffusers' AutoencoderKL with `--block-out-channels` levels
+/// (a downsample after each but the last), `--layers-per-block`, `--norm-groups`,
+/// `--latent-channels`, and the objective of `--recon` and `--beta`.
+fn vae_from_flags(args: &Args, channels: usize, hw: [usize; 2]) -> anyhow::Result<VaeModelConfig> {
+    use diffuse::nn::vae::config::{DownEncoderBlockType, UpDecoderBlockType};
+    let levels = args.block_out_channels.len();
+    let Some(reconstruction) = Reconstruction::from_name(&args.vae.recon) else {
+        bail!("--recon {:?}: expected l1 or l2", args.vae.recon);
+    };
+    let vae = AutoencoderKLConfig {
+        in_channels: channels,
+        out_channels: channels,
+        down_block_types: vec![DownEncoderBlockType::DownEncoderBlock2D; levels],
+        up_block_types: vec![UpDecoderBlockType::UpDecoderBlock2D; levels],
+        block_out_channels: args.block_out_channels.clone(),
+        layers_per_block: args.layers_per_block,
+        latent_channels: args.vae.latent_channels,
+        norm_num_groups: args.norm_groups,
+        sample_size: if hw[0] == hw[1] {
+            SampleSize::Square(hw[0])
+        } else {
+            SampleSize::Rect(hw)
+        },
+        ..AutoencoderKLConfig::default()
+    };
+    Ok(VaeModelConfig {
+        vae,
+        loss: VaeLoss {
+            reconstruction,
+            beta: args.vae.beta,
+        },
+    })
 }
 
 fn unet_from_flags(args: &Args) -> anyhow::Result<UNet2DConfig> {
@@ -363,5 +461,39 @@ pub fn run(args: Args, given: &clap::ArgMatches) -> anyhow::Result<()> {
         (trainer.step - first) as f64 / secs,
         args.out.display()
     );
+    if trainer.config.model.as_vae().is_some() {
+        finish_vae(&mut trainer, &args)?;
+    }
     Ok(())
+}
+
+/// The end of a VAE run (SPEC §7): the latent scaling factor s = 1 / std(z) of the training
+/// latents goes into the VAE's diffusers config (the checkpoint and `vae/` are rewritten with
+/// it), then the test-set report and the reconstruction PNG.
+fn finish_vae(trainer: &mut Trainer, args: &Args) -> anyhow::Result<()> {
+    let Some((source, _)) = trainer.config.data.image_source() else {
+        bail!("a VAE run trains on images");
+    };
+    let train = source.load_train()?;
+    let vae = crate::eval_images::ema_vae(&trainer.config, &trainer.ema)?;
+    let s = latent_scaling_factor(&vae, &train, args.vae.scale_images, trainer.config.seed);
+    let mut config = vae.config.clone();
+    config.scaling_factor = s;
+    if let ModelConfig::Vae(v) = &mut trainer.config.model {
+        v.vae = config;
+    }
+    save_checkpoint(&args.out, &trainer.checkpoint())
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!(
+        "latent scaling factor 1/std(z) = {s:.5} (over {} training images); wrote {}/vae/",
+        args.vae.scale_images.min(train.len()),
+        args.out.display()
+    );
+    crate::eval_images::vae_report(
+        &args.out,
+        &trainer.config,
+        &trainer.ema,
+        trainer.step,
+        args.vae.report_images,
+    )
 }

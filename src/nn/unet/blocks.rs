@@ -10,7 +10,7 @@
 use super::attention::Attention;
 use super::config::{BlockPlan, UNet2DConfig};
 use super::layers::Init;
-use super::resnet::ResnetBlock2D;
+use super::resnet::{ResnetBlock2D, ResnetOptions};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
@@ -35,7 +35,8 @@ impl Downsample2D {
         }
     }
 
-    /// `[B, C, H, W]` -> `[B, C, H/2, W/2]` (even H, W).
+    /// `[B, C, H, W]` -> `[B, C, H/2, W/2]` for even sides (odd sides: `floor` with padding 0,
+    /// `ceil` with padding 1).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.conv.forward(x)
     }
@@ -126,7 +127,7 @@ impl DownBlock {
         let mut h = x;
         let mut skips = Vec::with_capacity(self.resnets.len() + 1);
         for (i, resnet) in self.resnets.iter().enumerate() {
-            h = resnet.forward(h, temb);
+            h = resnet.forward(h, Some(temb));
             if let Some(attn) = self.attentions.get(i) {
                 h = attn.forward(h);
             }
@@ -152,32 +153,60 @@ impl UNetMidBlock2D {
     pub fn new(init: &mut Init, cfg: &UNet2DConfig) -> Self {
         let c = *cfg.block_out_channels.last().expect("validated: one level");
         let scale = cfg.mid_block_scale_factor;
-        let first = ResnetBlock2D::new(init, cfg, c, c, scale);
-        let attentions = if cfg.add_attention {
-            vec![Attention::new(
-                init,
-                c,
-                cfg.attention_head_dim.unwrap_or(c),
-                cfg.mid_attention_groups().map(|g| (g, cfg.norm_eps)),
-                scale,
-            )]
-        } else {
-            vec![]
-        };
-        let second = ResnetBlock2D::new(init, cfg, c, c, scale);
+        let attention = cfg.add_attention.then(|| MidAttention {
+            head_dim: cfg.attention_head_dim.unwrap_or(c),
+            groups: cfg.mid_attention_groups(),
+            eps: cfg.norm_eps,
+        });
+        Self::with_options(init, c, &ResnetOptions::of_unet(cfg, scale), attention)
+    }
+
+    /// A mid block over `channels` channels; the attention's output is divided by the
+    /// resnets' `output_scale_factor` too (diffusers passes one factor to both).
+    pub fn with_options(
+        init: &mut Init,
+        channels: usize,
+        resnet: &ResnetOptions,
+        attention: Option<MidAttention>,
+    ) -> Self {
+        let c = channels;
+        let first = ResnetBlock2D::with_options(init, resnet, c, c);
+        let attentions = attention
+            .map(|a| {
+                Attention::new(
+                    init,
+                    c,
+                    a.head_dim,
+                    a.groups.map(|g| (g, a.eps)),
+                    resnet.output_scale_factor,
+                )
+            })
+            .into_iter()
+            .collect();
+        let second = ResnetBlock2D::with_options(init, resnet, c, c);
         UNetMidBlock2D {
             resnets: vec![first, second],
             attentions,
         }
     }
 
-    pub fn forward(&self, x: Tensor<4>, temb: &Tensor<2>) -> Tensor<4> {
+    /// `temb`: `None` for a mid block without a time input (the VAE's).
+    pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
         let mut h = self.resnets[0].forward(x, temb);
         for attn in &self.attentions {
             h = attn.forward(h);
         }
         self.resnets[1].forward(h, temb)
     }
+}
+
+/// The mid block's attention: channels per head, group-norm groups (`None`: no group norm)
+/// and the norm's eps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MidAttention {
+    pub head_dim: usize,
+    pub groups: Option<usize>,
+    pub eps: f64,
 }
 
 /// An up block: `UpBlock2D` (no `attentions`) or `AttnUpBlock2D`.
@@ -222,7 +251,7 @@ impl UpBlock {
         let mut h = x;
         for (i, resnet) in self.resnets.iter().enumerate() {
             let skip = skips.pop().expect("a skip connection per up-block resnet");
-            h = resnet.forward(Tensor::cat(vec![h, skip], 1), temb);
+            h = resnet.forward(Tensor::cat(vec![h, skip], 1), Some(temb));
             if let Some(attn) = self.attentions.get(i) {
                 h = attn.forward(h);
             }

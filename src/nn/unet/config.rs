@@ -237,53 +237,65 @@ pub struct BlockPlan {
     pub out_channels: usize,
 }
 
+/// A `config.json` text as JSON (`context` names the config in the error).
+pub(crate) fn parse_json_text(text: &str, context: &'static str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| Error::config(context, format!("not JSON: {e}")))
+}
+
+/// A diffusers config of type `T` (`#[serde(default)]`, keys `keys`) from a JSON object,
+/// strictly: an unknown key (other than `_`-prefixed bookkeeping) is an error naming it, and so
+/// is a value that does not parse (the first key whose value alone fails is named). `context`
+/// names the config and `what` the model in errors.
+pub(crate) fn parse_strict<T: serde::de::DeserializeOwned>(
+    value: &Value,
+    context: &'static str,
+    what: &str,
+    keys: &[&'static str],
+) -> Result<T> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| Error::config(context, "is not a JSON object"))?;
+    let mut known = serde_json::Map::new();
+    for (k, v) in obj {
+        if keys.contains(&k.as_str()) {
+            known.insert(k.clone(), v.clone());
+        } else if !k.starts_with('_') {
+            return Err(Error::config(
+                context,
+                format!("unknown option `{k}` (= {v}): not implemented by {what}"),
+            ));
+        }
+    }
+    match serde_json::from_value(Value::Object(known.clone())) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            // The key whose value alone fails to parse, as an error naming it.
+            let culprit = known.iter().find_map(|(k, v)| {
+                let single = Value::Object([(k.clone(), v.clone())].into_iter().collect());
+                let err = serde_json::from_value::<T>(single).err()?;
+                let name = keys.iter().find(|key| **key == k.as_str())?;
+                Some(Error::config(
+                    name,
+                    format!("{v} is not a value {what} implements ({err})"),
+                ))
+            });
+            Err(culprit.unwrap_or_else(|| Error::config(context, e.to_string())))
+        }
+    }
+}
+
 impl UNet2DConfig {
     /// Parses a diffusers `config.json` value and validates it. Unknown keys (except `_`-prefixed
     /// ones) and unimplemented values are errors naming the key.
     pub fn from_json(value: &Value) -> Result<Self> {
-        let obj = value
-            .as_object()
-            .ok_or_else(|| Error::config("UNet2DModel config", "is not a JSON object"))?;
-        let mut known = serde_json::Map::new();
-        for (k, v) in obj {
-            if KEYS.contains(&k.as_str()) {
-                known.insert(k.clone(), v.clone());
-            } else if !k.starts_with('_') {
-                return Err(Error::config(
-                    "UNet2DModel config",
-                    format!("unknown option `{k}` (= {v}): not implemented by this UNet"),
-                ));
-            }
-        }
-        let config: UNet2DConfig = match serde_json::from_value(Value::Object(known.clone())) {
-            Ok(c) => c,
-            Err(e) => {
-                return Err(Self::culprit(&known)
-                    .unwrap_or_else(|| Error::config("UNet2DModel config", e.to_string())))
-            }
-        };
+        let config: UNet2DConfig = parse_strict(value, "UNet2DModel config", "this UNet", &KEYS)?;
         config.validate()?;
         Ok(config)
     }
 
     /// Parses a `config.json` text.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Error::config("UNet2DModel config", format!("not JSON: {e}")))?;
-        Self::from_json(&value)
-    }
-
-    /// The key whose value alone fails to parse, as an error naming it.
-    fn culprit(known: &serde_json::Map<String, Value>) -> Option<Error> {
-        known.iter().find_map(|(k, v)| {
-            let single = Value::Object([(k.clone(), v.clone())].into_iter().collect());
-            let err = serde_json::from_value::<UNet2DConfig>(single).err()?;
-            let name = KEYS.iter().find(|key| **key == k.as_str())?;
-            Some(Error::config(
-                name,
-                format!("{v} is not a value this UNet implements ({err})"),
-            ))
-        })
+        Self::from_json(&parse_json_text(text, "UNet2DModel config")?)
     }
 
     /// The config as diffusers writes it (pretty JSON, every key present).

@@ -22,7 +22,7 @@ pub const CONFIG_NAME: &str = "config.json";
 /// diffusers' safetensors weights file name.
 pub const WEIGHTS_NAME: &str = "diffusion_pytorch_model.safetensors";
 
-fn data_error(path: &Path, reason: impl Into<String>) -> Error {
+pub(crate) fn data_error(path: &Path, reason: impl Into<String>) -> Error {
     Error::Data {
         path: path.to_path_buf(),
         reason: reason.into(),
@@ -176,8 +176,7 @@ impl UNet2DModel {
     /// into a model with `dtype` weights on `device` (the float32 weights are exact in F64).
     pub fn from_diffusers_dir(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let config_path = dir.join(CONFIG_NAME);
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| data_error(&config_path, e.to_string()))?;
+        let text = read_config_text(&config_path)?;
         let config = UNet2DConfig::from_json_str(&text)
             .map_err(|e| data_error(&config_path, e.to_string()))?;
         Self::from_safetensors(&config, &dir.join(WEIGHTS_NAME), device, dtype)
@@ -191,81 +190,112 @@ impl UNet2DModel {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| data_error(path, e.to_string()))?;
-        let file = SafeTensors::deserialize(&bytes)
-            .map_err(|e| data_error(path, format!("not a safetensors file: {e}")))?;
         let model = UNet2DModel::new(config, 0, device, dtype)?;
-        let mut loader = Loader {
-            file: &file,
-            device: device.clone(),
-            dtype,
-            path: Vec::new(),
-            used: BTreeSet::new(),
-            errors: Vec::new(),
-        };
-        let model = model.map(&mut loader);
-        // Loaded values replace the parameters' tensors; on an autodiff device `train`
-        // re-applies their gradient requirement.
-        let model = if device.is_autodiff() {
-            model.train()
-        } else {
-            model
-        };
-        for name in file.names() {
-            if !loader.used.contains(name) {
-                loader.errors.push(format!(
-                    "unexpected tensor `{name}` (not a parameter of this UNet)"
-                ));
-            }
-        }
-        if !loader.errors.is_empty() {
-            loader.errors.sort();
-            return Err(data_error(path, loader.errors.join("; ")));
-        }
-        Ok(model)
+        load_safetensors(model, path, device, dtype, "this UNet")
     }
 
     /// `(diffusers name, PyTorch shape, values)` of every parameter, in module order.
     pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f64>)> {
-        let mut collector = Collector {
-            path: Vec::new(),
-            tensors: Vec::new(),
-        };
-        self.visit(&mut collector);
-        collector.tensors
+        diffusers_tensors(self)
     }
 
     /// Writes `config.json` and `diffusion_pytorch_model.safetensors` (float32, PyTorch layout)
     /// into `dir` (created if needed), each atomically (temp file, then rename): weights
     /// first, config last, so a folder with a new config has its weights.
     pub fn save_diffusers_dir(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| data_error(dir, e.to_string()))?;
-        let weights_path = dir.join(WEIGHTS_NAME);
-        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = self
-            .named_tensors()
-            .into_iter()
-            .map(|(name, shape, values)| {
-                let bytes = values
-                    .iter()
-                    .flat_map(|&v| (v as f32).to_le_bytes())
-                    .collect();
-                (name, shape, bytes)
-            })
-            .collect();
-        let views = tensors
-            .iter()
-            .map(|(name, shape, bytes)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| data_error(&weights_path, e.to_string()))?;
-        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-        let bytes = safetensors::serialize(views, Some(metadata))
-            .map_err(|e| data_error(&weights_path, e.to_string()))?;
-        write_atomic(&weights_path, &bytes)?;
-        let config_path = dir.join(CONFIG_NAME);
-        write_atomic(&config_path, self.config.to_json_string().as_bytes())
+        write_diffusers_dir(self, &self.config.to_json_string(), dir)
     }
+}
+
+/// The text of a folder's `config.json`, the error naming the file.
+pub(crate) fn read_config_text(config_path: &Path) -> Result<String> {
+    std::fs::read_to_string(config_path).map_err(|e| data_error(config_path, e.to_string()))
+}
+
+/// `model` with every float parameter replaced by the safetensors file's tensor of the same
+/// diffusers name (`what` names the model in errors). The file must hold exactly the model's
+/// tensors, with diffusers' names and PyTorch shapes.
+pub(crate) fn load_safetensors<M: Module>(
+    model: M,
+    path: &Path,
+    device: &Device,
+    dtype: DType,
+    what: &str,
+) -> Result<M> {
+    let bytes = std::fs::read(path).map_err(|e| data_error(path, e.to_string()))?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| data_error(path, format!("not a safetensors file: {e}")))?;
+    let mut loader = Loader {
+        file: &file,
+        device: device.clone(),
+        dtype,
+        path: Vec::new(),
+        used: BTreeSet::new(),
+        errors: Vec::new(),
+    };
+    let model = model.map(&mut loader);
+    // Loaded values replace the parameters' tensors; on an autodiff device `train`
+    // re-applies their gradient requirement.
+    let model = if device.is_autodiff() {
+        model.train()
+    } else {
+        model
+    };
+    for name in file.names() {
+        if !loader.used.contains(name) {
+            loader.errors.push(format!(
+                "unexpected tensor `{name}` (not a parameter of {what})"
+            ));
+        }
+    }
+    if !loader.errors.is_empty() {
+        loader.errors.sort();
+        return Err(data_error(path, loader.errors.join("; ")));
+    }
+    Ok(model)
+}
+
+/// `(diffusers name, PyTorch shape, values)` of every parameter of `model`, in module order.
+pub(crate) fn diffusers_tensors<M: Module>(model: &M) -> Vec<(String, Vec<usize>, Vec<f64>)> {
+    let mut collector = Collector {
+        path: Vec::new(),
+        tensors: Vec::new(),
+    };
+    model.visit(&mut collector);
+    collector.tensors
+}
+
+/// Writes `model`'s weights (float32, PyTorch layout) and `config_json` into `dir` as
+/// `save_pretrained` does, each file atomically: weights first, config last.
+pub(crate) fn write_diffusers_dir<M: Module>(
+    model: &M,
+    config_json: &str,
+    dir: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| data_error(dir, e.to_string()))?;
+    let weights_path = dir.join(WEIGHTS_NAME);
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = diffusers_tensors(model)
+        .into_iter()
+        .map(|(name, shape, values)| {
+            let bytes = values
+                .iter()
+                .flat_map(|&v| (v as f32).to_le_bytes())
+                .collect();
+            (name, shape, bytes)
+        })
+        .collect();
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| data_error(&weights_path, e.to_string()))?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| data_error(&weights_path, e.to_string()))?;
+    write_atomic(&weights_path, &bytes)?;
+    write_atomic(&dir.join(CONFIG_NAME), config_json.as_bytes())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -235,7 +235,7 @@ impl UNet2DModel {
             skips.extend(res);
         }
         if let Some(mid) = &self.mid_block {
-            h = mid.forward(h, &temb);
+            h = mid.forward(h, Some(&temb));
         }
         for block in &self.up_blocks {
             h = block.forward(h, &mut skips, &temb);

@@ -7,7 +7,8 @@
 //! h   = conv2(dropout(act(h)))
 //! out = (conv_shortcut(x) or x + h) / output_scale_factor
 //! ```
-//! `conv_shortcut` (1x1) exists when the channel count changes.
+//! `conv_shortcut` (1x1) exists when the channel count changes. Without a time embedding
+//! (`temb_channels=None`, the VAE's blocks) there is no `time_emb_proj` and `h = norm2(h)`.
 
 use super::config::{ActFn, TimeScaleShift, UNet2DConfig};
 use super::layers::Init;
@@ -29,7 +30,7 @@ pub fn act<const D: usize>(act_fn: ActFn, x: Tensor<D>) -> Tensor<D> {
 pub struct ResnetBlock2D {
     pub norm1: GroupNorm,
     pub conv1: Conv2d,
-    pub time_emb_proj: Linear,
+    pub time_emb_proj: Option<Linear>,
     pub norm2: GroupNorm,
     pub dropout: Dropout,
     pub conv2: Conv2d,
@@ -42,8 +43,34 @@ pub struct ResnetBlock2D {
     pub output_scale_factor: f64,
 }
 
+/// The options of a resnet block that do not depend on its channels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResnetOptions {
+    pub groups: usize,
+    pub eps: f64,
+    pub dropout: f64,
+    pub act_fn: ActFn,
+    /// Width of the time embedding and how it is injected; `None`: no time input.
+    pub temb: Option<(usize, TimeScaleShift)>,
+    pub output_scale_factor: f64,
+}
+
+impl ResnetOptions {
+    /// The UNet's resnets: its groups, eps, dropout and time injection.
+    pub fn of_unet(cfg: &UNet2DConfig, output_scale_factor: f64) -> Self {
+        ResnetOptions {
+            groups: cfg.norm_num_groups,
+            eps: cfg.norm_eps,
+            dropout: cfg.dropout,
+            act_fn: cfg.act_fn,
+            temb: Some((cfg.time_embed_dim(), cfg.resnet_time_scale_shift)),
+            output_scale_factor,
+        }
+    }
+}
+
 impl ResnetBlock2D {
-    /// A block `c_in -> c_out` with the config's groups, eps, dropout and time injection.
+    /// A UNet block `c_in -> c_out` with the config's groups, eps, dropout and time injection.
     pub fn new(
         init: &mut Init,
         cfg: &UNet2DConfig,
@@ -51,41 +78,71 @@ impl ResnetBlock2D {
         c_out: usize,
         output_scale_factor: f64,
     ) -> Self {
-        let (g, eps) = (cfg.norm_num_groups, cfg.norm_eps);
-        let temb_out = match cfg.resnet_time_scale_shift {
-            TimeScaleShift::Default => c_out,
-            TimeScaleShift::ScaleShift => 2 * c_out,
-        };
+        Self::with_options(
+            init,
+            &ResnetOptions::of_unet(cfg, output_scale_factor),
+            c_in,
+            c_out,
+        )
+    }
+
+    /// A block `c_in -> c_out` with the given options.
+    pub fn with_options(init: &mut Init, opts: &ResnetOptions, c_in: usize, c_out: usize) -> Self {
+        let (g, eps) = (opts.groups, opts.eps);
+        // Drawn in field order (norm1, conv1, time_emb_proj, ...): a seed gives the weights it
+        // always gave.
+        let norm1 = init.group_norm(g, c_in, eps);
+        let conv1 = init.conv3x3(c_in, c_out);
+        let time_emb_proj = opts.temb.map(|(dim, shift)| {
+            let temb_out = match shift {
+                TimeScaleShift::Default => c_out,
+                TimeScaleShift::ScaleShift => 2 * c_out,
+            };
+            init.linear(dim, temb_out)
+        });
         ResnetBlock2D {
-            norm1: init.group_norm(g, c_in, eps),
-            conv1: init.conv3x3(c_in, c_out),
-            time_emb_proj: init.linear(cfg.time_embed_dim(), temb_out),
+            norm1,
+            conv1,
+            time_emb_proj,
             norm2: init.group_norm(g, c_out, eps),
-            dropout: DropoutConfig::new(cfg.dropout).init(),
+            dropout: DropoutConfig::new(opts.dropout).init(),
             conv2: init.conv3x3(c_out, c_out),
             conv_shortcut: (c_in != c_out)
                 .then(|| init.conv2d(c_in, c_out, 1, 1, PaddingConfig2d::Explicit(0, 0, 0, 0))),
-            time_scale_shift: cfg.resnet_time_scale_shift,
-            act_fn: cfg.act_fn,
-            output_scale_factor,
+            time_scale_shift: opts
+                .temb
+                .map_or(TimeScaleShift::Default, |(_, shift)| shift),
+            act_fn: opts.act_fn,
+            output_scale_factor: opts.output_scale_factor,
         }
     }
 
-    /// `x`: `[B, C_in, H, W]`, `temb`: `[B, E]` (before the activation); returns `[B, C_out, H, W]`.
-    pub fn forward(&self, x: Tensor<4>, temb: &Tensor<2>) -> Tensor<4> {
+    /// `x`: `[B, C_in, H, W]`, `temb`: `[B, E]` (before the activation; `None` for a block
+    /// without a time input); returns `[B, C_out, H, W]`.
+    pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
         let h = self
             .conv1
             .forward(act(self.act_fn, self.norm1.forward(x.clone())));
         let [b, c, _, _] = h.dims();
-        // [B, E] -> [B, C] or [B, 2C]
-        let e = self.time_emb_proj.forward(act(self.act_fn, temb.clone()));
-        let h = match self.time_scale_shift {
-            TimeScaleShift::Default => self.norm2.forward(h + e.reshape([b, c, 1, 1])),
-            TimeScaleShift::ScaleShift => {
-                let scale = e.clone().slice([0..b, 0..c]).reshape([b, c, 1, 1]);
-                let shift = e.slice([0..b, c..2 * c]).reshape([b, c, 1, 1]);
-                self.norm2.forward(h) * (scale.add_scalar(1.0)) + shift
+        let h = match (&self.time_emb_proj, temb) {
+            (Some(proj), Some(temb)) => {
+                // [B, E] -> [B, C] or [B, 2C]
+                let e = proj.forward(act(self.act_fn, temb.clone()));
+                match self.time_scale_shift {
+                    TimeScaleShift::Default => self.norm2.forward(h + e.reshape([b, c, 1, 1])),
+                    TimeScaleShift::ScaleShift => {
+                        let scale = e.clone().slice([0..b, 0..c]).reshape([b, c, 1, 1]);
+                        let shift = e.slice([0..b, c..2 * c]).reshape([b, c, 1, 1]);
+                        self.norm2.forward(h) * (scale.add_scalar(1.0)) + shift
+                    }
+                }
             }
+            (None, None) => self.norm2.forward(h),
+            (proj, _) => panic!(
+                "resnet block with{} a time projection called with{} a time embedding",
+                if proj.is_some() { "" } else { "out" },
+                if proj.is_some() { "out" } else { "" },
+            ),
         };
         let h = self
             .conv2

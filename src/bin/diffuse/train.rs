@@ -15,7 +15,7 @@ use diffuse::prediction::PredictionType;
 use diffuse::report::ReportOptions;
 use diffuse::schedule::{BetaSchedule, ScheduleConfig};
 use diffuse::sde::SdeConfig;
-use diffuse::train::checkpoint::{load_checkpoint, save_checkpoint};
+use diffuse::train::checkpoint::save_checkpoint;
 use diffuse::train::{fit_with_report, FitOptions, RunConfig, TrainConfig, Trainer};
 use diffuse::variance::VarianceType;
 use std::path::PathBuf;

@@ -152,7 +152,7 @@ impl Run {
                     callback,
                 )
             });
-            return Ok(out.with_context(|| format!("sampling with {sampler}"))?);
+            return out.with_context(|| format!("sampling with {sampler}"));
         }
         if self.config.sde.is_some() {
             bail!(

@@ -91,14 +91,14 @@ impl X0Clip {
         let bad = |name, reason: String| Err(crate::error::Error::config(name, reason));
         match *self {
             X0Clip::None => Ok(()),
-            X0Clip::Clip { range } if !(range > 0.0) => {
+            X0Clip::Clip { range } if range.is_nan() || range <= 0.0 => {
                 bad("clip", format!("range {range} must be > 0"))
             }
             X0Clip::Dynamic { ratio, .. } if !(ratio > 0.0 && ratio <= 1.0) => bad(
                 "dynamic thresholding",
                 format!("ratio {ratio} must be in (0, 1]"),
             ),
-            X0Clip::Dynamic { max_value, .. } if !(max_value > 0.0) => bad(
+            X0Clip::Dynamic { max_value, .. } if max_value.is_nan() || max_value <= 0.0 => bad(
                 "dynamic thresholding",
                 format!("sample_max_value {max_value} must be > 0"),
             ),

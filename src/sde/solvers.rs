@@ -498,7 +498,7 @@ mod tests {
         let rhs = |t: f64, y: &[f64]| vec![if t < 0.5 { f64::NAN } else { -y[0] }];
         let err = dopri5(rhs, 1.0, 0.0, vec![1.0], 1e-6, 1e-6).unwrap_err();
         match err {
-            OdeError::NonFinite { t, step, .. } => assert!(t >= 0.5 && t <= 1.0 && step > 0),
+            OdeError::NonFinite { t, step, .. } => assert!((0.5..=1.0).contains(&t) && step > 0),
             other => panic!("{other:?}"),
         }
         assert!(err.to_string().contains("not finite"), "{err}");

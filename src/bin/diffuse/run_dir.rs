@@ -227,7 +227,7 @@ impl Run {
             let out = self.with_score(&self.denoiser.net, &*sde, |score| {
                 chosen.sample(&*sde, sampling_eps, score, &like, &mut noise, callback)
             });
-            return Ok(out.with_context(|| format!("sampling with {sampler}"))?);
+            return out.with_context(|| format!("sampling with {sampler}"));
         }
         if self.config.sde.is_some() {
             bail!(

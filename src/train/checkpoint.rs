@@ -203,12 +203,16 @@ fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
 /// Reads and validates `config.json`.
 pub fn load_config(dir: &Path) -> Result<RunConfig, CheckpointError> {
     let path = dir.join(CONFIG_FILE);
-    let text = read(&path)?;
+    config_from_bytes(&path, &read(&path)?)
+}
+
+/// [`load_config`] on the bytes of `path` (read already); errors name `path`.
+pub fn config_from_bytes(path: &Path, text: &[u8]) -> Result<RunConfig, CheckpointError> {
     let config: RunConfig =
-        serde_json::from_slice(&text).map_err(|e| invalid(&path, e.to_string()))?;
+        serde_json::from_slice(text).map_err(|e| invalid(path, e.to_string()))?;
     config
         .validate()
-        .map_err(|e| invalid(&path, e.to_string()))?;
+        .map_err(|e| invalid(path, e.to_string()))?;
     Ok(config)
 }
 
@@ -266,8 +270,33 @@ pub fn load_model(
     config: &RunConfig,
 ) -> Result<(FlatParams, FlatParams, u64), CheckpointError> {
     let path = dir.join(MODEL_FILE);
-    let bytes = read(&path)?;
-    let st = parse_safetensors(&path, &bytes)?;
+    model_from_bytes(&path, &read(&path)?, config)
+}
+
+/// [`load_model`] on the bytes of `path` (read already); errors name `path`.
+pub fn model_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    config: &RunConfig,
+) -> Result<(FlatParams, FlatParams, u64), CheckpointError> {
+    let path = path.to_path_buf();
+    let st = parse_safetensors(&path, bytes)?;
+    // The model the config describes is built (to name its tensors) only if the file can
+    // hold its weights twice (EMA and raw, 4 bytes each): a config claiming a huge model
+    // must not make the loader allocate it.
+    if let Some(mlp) = config.model.as_mlp() {
+        let claimed = mlp.num_params();
+        if claimed.is_none_or(|n| n.saturating_mul(8) > bytes.len()) {
+            return Err(invalid(
+                &path,
+                format!(
+                    "the config's model has {} parameters; the file ({} bytes) cannot hold them",
+                    claimed.map_or("more than 2^64".to_string(), |n| n.to_string()),
+                    bytes.len()
+                ),
+            ));
+        }
+    }
     let slots = config
         .model
         .slots()
@@ -289,7 +318,7 @@ pub fn load_model(
     };
     let ema = load("")?;
     let raw = load("raw.")?;
-    Ok((ema, raw, metadata_step(&path, &metadata(&path, &bytes)?)?))
+    Ok((ema, raw, metadata_step(&path, &metadata(&path, bytes)?)?))
 }
 
 /// Reads a whole checkpoint (for `--resume`).
@@ -297,36 +326,47 @@ pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint, CheckpointError> {
     let config = load_config(dir)?;
     let (ema, raw, model_step) = load_model(dir, &config)?;
     let path = dir.join(STATE_FILE);
-    let bytes = read(&path)?;
-    let st = parse_safetensors(&path, &bytes)?;
-    let n = raw.len();
-    let m = f32_tensor(&path, &st, "adamw.m", &[n])?;
-    let v = f32_tensor(&path, &st, "adamw.v", &[n])?;
-    let state: TrainState = Some(metadata(&path, &bytes)?)
+    let (optimizer, state) = state_from_bytes(&path, &read(&path)?, raw.len(), model_step)?;
+    Ok(Checkpoint {
+        config,
+        ema,
+        raw,
+        optimizer,
+        state,
+    })
+}
+
+/// The AdamW moments and training state of `train_state.safetensors`' bytes (read already)
+/// for a model of `n` parameters at step `model_step`; errors name `path`.
+pub fn state_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    n: usize,
+    model_step: u64,
+) -> Result<(AdamWState, TrainState), CheckpointError> {
+    let st = parse_safetensors(path, bytes)?;
+    let m = f32_tensor(path, &st, "adamw.m", &[n])?;
+    let v = f32_tensor(path, &st, "adamw.v", &[n])?;
+    let state: TrainState = Some(metadata(path, bytes)?)
         .as_ref()
         .and_then(|md| md.get("state"))
-        .ok_or_else(|| invalid(&path, "metadata has no training state"))
+        .ok_or_else(|| invalid(path, "metadata has no training state"))
         .and_then(|s| {
-            serde_json::from_str(s).map_err(|e| invalid(&path, format!("training state: {e}")))
+            serde_json::from_str(s).map_err(|e| invalid(path, format!("training state: {e}")))
         })?;
     if state.step != model_step {
         return Err(invalid(
-            &path,
+            path,
             format!(
                 "training state is at step {} but {MODEL_FILE} is at step {model_step}",
                 state.step
             ),
         ));
     }
-    Ok(Checkpoint {
-        config,
-        ema,
-        raw,
-        optimizer: AdamWState {
-            m,
-            v,
-            updates: state.adamw_updates,
-        },
-        state,
-    })
+    let optimizer = AdamWState {
+        m,
+        v,
+        updates: state.adamw_updates,
+    };
+    Ok((optimizer, state))
 }

@@ -193,6 +193,9 @@ impl BetaSchedule {
     }
 }
 
+/// The largest T a schedule is built for.
+pub const MAX_TRAIN_TIMESTEPS: usize = 1 << 20;
+
 /// Everything needed to build a [`Schedule`]; a serde type stored in checkpoints' config.json.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleConfig {
@@ -225,6 +228,14 @@ impl ScheduleConfig {
     pub fn build(&self) -> Result<Schedule, ScheduleError> {
         if self.num_train_timesteps == 0 {
             return Err(ScheduleError::Empty);
+        }
+        // T is user input (config.json): bound it before ~15 tables of T floats are allocated.
+        if self.num_train_timesteps > MAX_TRAIN_TIMESTEPS {
+            return Err(ScheduleError::Parameter {
+                name: "num_train_timesteps",
+                value: self.num_train_timesteps as f64,
+                reason: "is above 2^20 steps (diffusion models train with ~1000)",
+            });
         }
         if let BetaSchedule::Custom { betas } = &self.beta_schedule {
             if betas.len() != self.num_train_timesteps {

@@ -99,7 +99,8 @@ pub fn load_png_folder(dir: &Path) -> Result<ImageSet, FolderError> {
     let mut shape: Option<(usize, u32, u32)> = None;
     for (path, _) in &files {
         let err = |kind| FolderError::new(path, kind);
-        let image = image::open(path).map_err(|e| err(FolderErrorKind::Decode(e)))?;
+        let bytes = std::fs::read(path).map_err(|e| err(FolderErrorKind::Io(e)))?;
+        let image = decode_png(path, &bytes)?;
         let (w, h) = (image.width(), image.height());
         let channels = if image.color().has_color() { 3 } else { 1 };
         match shape {
@@ -138,6 +139,19 @@ pub fn load_png_folder(dir: &Path) -> Result<ImageSet, FolderError> {
         labels,
         class_names,
     })
+}
+
+/// Decodes one PNG file's bytes (errors name `path`). The decoder may allocate at most what
+/// the file can hold: deflate expands at most ~1032-fold, so a header claiming more pixels
+/// than 1100 x the file size (+ 64 KiB) is refused before the pixel buffer is allocated.
+pub fn decode_png(path: &Path, bytes: &[u8]) -> Result<DynamicImage, FolderError> {
+    let err = |e| FolderError::new(path, FolderErrorKind::Decode(e));
+    let mut reader =
+        image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Png);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(1100 * bytes.len() as u64 + (64 << 10));
+    reader.limits(limits);
+    reader.decode().map_err(err)
 }
 
 /// The `.png` files and the subfolders of `dir`, each sorted by name, hidden entries skipped.

@@ -94,13 +94,22 @@ pub struct IdxArray {
 /// Reads a u8 IDX file, gzipped or raw. `expected_dims` has one entry per expected dimension
 /// (so its length is the expected rank); `Some(d)` requires that dimension to be `d`.
 pub fn read_idx(path: &Path, expected_dims: &[Option<usize>]) -> Result<IdxArray, IdxError> {
+    let bytes = std::fs::read(path).map_err(|e| IdxError::new(path, IdxErrorKind::Io(e)))?;
+    idx_from_bytes(path, &bytes, expected_dims)
+}
+
+/// [`read_idx`] on the bytes of `path` (read already); errors name `path`.
+pub fn idx_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    expected_dims: &[Option<usize>],
+) -> Result<IdxArray, IdxError> {
     let err = |kind| IdxError::new(path, kind);
-    let bytes = std::fs::read(path).map_err(|e| err(IdxErrorKind::Io(e)))?;
     if bytes.starts_with(&GZIP_MAGIC) {
-        let mut stream = MultiGzDecoder::new(bytes.as_slice());
+        let mut stream = MultiGzDecoder::new(bytes);
         read_idx_stream(&mut stream, expected_dims, IdxErrorKind::Gzip).map_err(err)
     } else {
-        read_idx_stream(&mut bytes.as_slice(), expected_dims, IdxErrorKind::Io).map_err(err)
+        read_idx_stream(&mut &bytes[..], expected_dims, IdxErrorKind::Io).map_err(err)
     }
 }
 

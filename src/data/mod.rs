@@ -11,10 +11,10 @@ pub mod latent;
 pub mod toy;
 
 pub use file::{load_points, PointSet};
-pub use folder::{load_png_folder, FolderError, FolderErrorKind};
+pub use folder::{decode_png, load_png_folder, FolderError, FolderErrorKind};
 pub use idx::{
-    find_fashion_mnist_dir, load_fashion_mnist, load_idx_images, read_idx, IdxArray, IdxError,
-    IdxErrorKind, Split, FASHION_MNIST_CLASSES,
+    find_fashion_mnist_dir, idx_from_bytes, load_fashion_mnist, load_idx_images, read_idx,
+    IdxArray, IdxError, IdxErrorKind, Split, FASHION_MNIST_CLASSES,
 };
 pub use images::{pixel_to_unit, unit_to_pixel, BatchPrefetcher, ImageBatch, ImageSet};
 pub use latent::{LatentDraw, LatentSet, VaeRef};

@@ -80,6 +80,24 @@ impl MlpConfig {
         Ok(())
     }
 
+    /// The number of parameters (weights and biases of [`Self::linear_shapes`]) without
+    /// listing the layers; `None` if it overflows (a config is user input: a loader checks
+    /// this against the file before building the model).
+    pub fn num_params(&self) -> Option<usize> {
+        let (d, h, e) = (self.data_dim, self.hidden, self.time_embed_dim);
+        let linear = |d_in: usize, d_out: usize| d_in.checked_mul(d_out)?.checked_add(d_out);
+        let hidden_layers = self.depth.checked_sub(1)?.checked_mul(linear(h, h)?)?;
+        [
+            linear(e, h)?,
+            linear(h, h)?,
+            linear(d, h)?,
+            hidden_layers,
+            linear(h, d)?,
+        ]
+        .into_iter()
+        .try_fold(0usize, |acc, n| acc.checked_add(n))
+    }
+
     /// `(name, [in, out])` of every linear layer, in storage order.
     pub fn linear_shapes(&self) -> Vec<(String, [usize; 2])> {
         let (d, h, e) = (self.data_dim, self.hidden, self.time_embed_dim);

@@ -308,12 +308,16 @@ fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
 /// Reads and validates `config.json`.
 pub fn load_config(dir: &Path) -> Result<RunConfig, CheckpointError> {
     let path = dir.join(CONFIG_FILE);
-    let text = read(&path)?;
+    config_from_bytes(&path, &read(&path)?)
+}
+
+/// [`load_config`] on the bytes of `path` (read already); errors name `path`.
+pub fn config_from_bytes(path: &Path, text: &[u8]) -> Result<RunConfig, CheckpointError> {
     let config: RunConfig =
-        serde_json::from_slice(&text).map_err(|e| invalid(&path, e.to_string()))?;
+        serde_json::from_slice(text).map_err(|e| invalid(path, e.to_string()))?;
     config
         .validate()
-        .map_err(|e| invalid(&path, e.to_string()))?;
+        .map_err(|e| invalid(path, e.to_string()))?;
     Ok(config)
 }
 
@@ -371,8 +375,33 @@ pub fn load_model(
     config: &RunConfig,
 ) -> Result<(FlatParams, FlatParams, u64), CheckpointError> {
     let path = dir.join(MODEL_FILE);
-    let bytes = read(&path)?;
-    let st = parse_safetensors(&path, &bytes)?;
+    model_from_bytes(&path, &read(&path)?, config)
+}
+
+/// [`load_model`] on the bytes of `path` (read already); errors name `path`.
+pub fn model_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    config: &RunConfig,
+) -> Result<(FlatParams, FlatParams, u64), CheckpointError> {
+    let path = path.to_path_buf();
+    let st = parse_safetensors(&path, bytes)?;
+    // The model the config describes is built (to name its tensors) only if the file can
+    // hold its weights twice (EMA and raw, 4 bytes each): a config claiming a huge model
+    // must not make the loader allocate it.
+    if let Some(mlp) = config.model.as_mlp() {
+        let claimed = mlp.num_params();
+        if claimed.is_none_or(|n| n.saturating_mul(8) > bytes.len()) {
+            return Err(invalid(
+                &path,
+                format!(
+                    "the config's model has {} parameters; the file ({} bytes) cannot hold them",
+                    claimed.map_or("more than 2^64".to_string(), |n| n.to_string()),
+                    bytes.len()
+                ),
+            ));
+        }
+    }
     let slots = config
         .model
         .slots()
@@ -394,7 +423,7 @@ pub fn load_model(
     };
     let ema = load("")?;
     let raw = load("raw.")?;
-    Ok((ema, raw, metadata_step(&path, &metadata(&path, &bytes)?)?))
+    Ok((ema, raw, metadata_step(&path, &metadata(&path, bytes)?)?))
 }
 
 /// The training state in a state file's metadata.
@@ -410,11 +439,45 @@ fn read_state_metadata(path: &Path, bytes: &[u8]) -> Result<TrainState, Checkpoi
 
 /// The AdamW moments (of `n` parameters) and the training state in a state file.
 fn read_state(path: &Path, n: usize) -> Result<(Vec<f32>, Vec<f32>, TrainState), CheckpointError> {
-    let bytes = read(path)?;
-    let st = parse_safetensors(path, &bytes)?;
+    state_parts(path, &read(path)?, n)
+}
+
+fn state_parts(
+    path: &Path,
+    bytes: &[u8],
+    n: usize,
+) -> Result<(Vec<f32>, Vec<f32>, TrainState), CheckpointError> {
+    let st = parse_safetensors(path, bytes)?;
     let m = f32_tensor(path, &st, "adamw.m", &[n])?;
     let v = f32_tensor(path, &st, "adamw.v", &[n])?;
-    Ok((m, v, read_state_metadata(path, &bytes)?))
+    Ok((m, v, read_state_metadata(path, bytes)?))
+}
+
+/// The AdamW moments and training state of `train_state.safetensors`' bytes (read already)
+/// for a model of `n` parameters at step `model_step`; errors name `path` (the fuzz tests
+/// call this; [`load_checkpoint`] also reads a committed temp file and checks the sampler).
+pub fn state_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    n: usize,
+    model_step: u64,
+) -> Result<(AdamWState, TrainState), CheckpointError> {
+    let (m, v, state) = state_parts(path, bytes, n)?;
+    if state.step != model_step {
+        return Err(invalid(
+            path,
+            format!(
+                "training state is at step {} but {MODEL_FILE} is at step {model_step}",
+                state.step
+            ),
+        ));
+    }
+    let optimizer = AdamWState {
+        m,
+        v,
+        updates: state.adamw_updates,
+    };
+    Ok((optimizer, state))
 }
 
 /// The timestep sampler must cover the config's T (and, loss-aware, hold one loss history per

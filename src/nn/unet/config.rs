@@ -424,6 +424,23 @@ impl UNet2DConfig {
                 return Err(Error::config(name, "must be >= 1"));
             }
         }
+        // A config is user input: bound the counts that size the block plans (and the
+        // 2^(levels - 1) size factor) before anything is allocated from them.
+        for (name, v, max) in [
+            ("layers_per_block", self.layers_per_block, 64),
+            ("block_out_channels", ch.len(), 16),
+            (
+                "block_out_channels",
+                ch.iter().copied().max().unwrap_or(0),
+                1 << 16,
+            ),
+            ("in_channels", self.in_channels, 1 << 16),
+            ("out_channels", self.out_channels, 1 << 16),
+        ] {
+            if v > max {
+                return Err(Error::config(name, format!("{v} is above the limit {max}")));
+            }
+        }
         for (name, v) in [
             ("time_embedding_dim", self.time_embedding_dim),
             ("attention_head_dim", self.attention_head_dim),

@@ -175,11 +175,21 @@ impl UNet2DModel {
     /// Reads a diffusers checkpoint folder (`config.json` + `diffusion_pytorch_model.safetensors`)
     /// into a model with `dtype` weights on `device` (the float32 weights are exact in F64).
     pub fn from_diffusers_dir(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        let config_path = dir.join(CONFIG_NAME);
-        let text = read_config_text(&config_path)?;
-        let config = UNet2DConfig::from_json_str(&text)
-            .map_err(|e| data_error(&config_path, e.to_string()))?;
+        let config = Self::diffusers_config(dir)?;
         Self::from_safetensors(&config, &dir.join(WEIGHTS_NAME), device, dtype)
+    }
+
+    /// The validated `config.json` of a diffusers folder; errors name the file.
+    pub fn diffusers_config(dir: &Path) -> Result<UNet2DConfig> {
+        let path = dir.join(CONFIG_NAME);
+        let bytes = std::fs::read(&path).map_err(|e| data_error(&path, e.to_string()))?;
+        Self::config_from_bytes(&path, &bytes)
+    }
+
+    /// [`Self::diffusers_config`] on the bytes of `path` (read already).
+    pub fn config_from_bytes(path: &Path, bytes: &[u8]) -> Result<UNet2DConfig> {
+        let text = std::str::from_utf8(bytes).map_err(|e| data_error(path, e.to_string()))?;
+        UNet2DConfig::from_json_str(text).map_err(|e| data_error(path, e.to_string()))
     }
 
     /// A model of `config` with the weights of a diffusers safetensors file. The file must hold
@@ -190,8 +200,20 @@ impl UNet2DModel {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| data_error(path, e.to_string()))?;
+        Self::from_safetensors_bytes(config, path, &bytes, device, dtype)
+    }
+
+    /// [`Self::from_safetensors`] on the bytes of `path` (read already).
+    pub fn from_safetensors_bytes(
+        config: &UNet2DConfig,
+        path: &Path,
+        bytes: &[u8],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         let model = UNet2DModel::new(config, 0, device, dtype)?;
-        load_safetensors(model, path, device, dtype, "this UNet")
+        load_safetensors_bytes(model, path, bytes, device, dtype, "this UNet")
     }
 
     /// `(diffusers name, PyTorch shape, values)` of every parameter, in module order.
@@ -223,7 +245,19 @@ pub(crate) fn load_safetensors<M: Module>(
     what: &str,
 ) -> Result<M> {
     let bytes = std::fs::read(path).map_err(|e| data_error(path, e.to_string()))?;
-    let file = SafeTensors::deserialize(&bytes)
+    load_safetensors_bytes(model, path, &bytes, device, dtype, what)
+}
+
+/// [`load_safetensors`] on the bytes of `path` (read already; the fuzz tests call this).
+pub(crate) fn load_safetensors_bytes<M: Module>(
+    model: M,
+    path: &Path,
+    bytes: &[u8],
+    device: &Device,
+    dtype: DType,
+    what: &str,
+) -> Result<M> {
+    let file = SafeTensors::deserialize(bytes)
         .map_err(|e| data_error(path, format!("not a safetensors file: {e}")))?;
     let mut loader = Loader {
         file: &file,

@@ -85,19 +85,19 @@ pub fn draw_preview(trainer: &Trainer, image_rows: usize) -> crate::Result<Previ
                 output: ScoreOutput::Eps,
                 time: TimeInput::Scaled(NETWORK_TIME_SCALE),
             };
-            let chosen =
-                SdeSampler::from_name("em", PREVIEW_EM_STEPS, sde_cfg.sampling_eps())?;
+            let chosen = SdeSampler::from_name("em", PREVIEW_EM_STEPS, sde_cfg.sampling_eps())?;
             let like = from_rows(vec![0.0; n * d], n, d, &device, DType::F32);
             let mut noise = SampleRng::new(PREVIEW_SEED, 0, n);
-            let (x, _) = chosen.sample(
-                &*sde,
-                sde_cfg.sampling_eps(),
-                &score,
-                &like,
-                &mut noise,
-                None,
-            )
-            .map_err(|e| crate::Error::config("sampler", e.to_string()))?;
+            let (x, _) = chosen
+                .sample(
+                    &*sde,
+                    sde_cfg.sampling_eps(),
+                    &score,
+                    &like,
+                    &mut noise,
+                    None,
+                )
+                .map_err(|e| crate::Error::config("sampler", e.to_string()))?;
             (x, "em", PREVIEW_EM_STEPS)
         }
         None => {

@@ -80,7 +80,8 @@ fn nll_table(gm: &GaussianMixture) {
                 atol: tol,
                 eps: 1e-5,
             };
-            let res = pf_ode_log_likelihood(&**sde, &score, &x, &div, &opts);
+            let res = pf_ode_log_likelihood(&**sde, &score, &x, &div, &opts)
+                .expect("the PF-ODE integrates");
             let errs: Vec<f64> = res.log_p.iter().zip(&want).map(|(a, b)| a - b).collect();
             let (mean_err, ci) = mean_ci95(&errs);
             let max = errs.iter().map(|e| e.abs()).fold(0.0, f64::max);
@@ -213,7 +214,8 @@ fn vlb_table() {
         mixture: &gm,
         sde: &vp,
     };
-    let res = pf_ode_log_likelihood(&vp, &score, &x, &Divergence::Exact, &OdeOptions::default());
+    let res = pf_ode_log_likelihood(&vp, &score, &x, &Divergence::Exact, &OdeOptions::default())
+        .expect("the PF-ODE integrates");
     let ode_bpd: Vec<f64> = res
         .log_p
         .iter()
@@ -285,7 +287,8 @@ fn high_dim_table() {
         ),
     ];
     for (name, div) in cases {
-        let res = pf_ode_log_likelihood(&sde, &score, &x, &div, &OdeOptions::default());
+        let res = pf_ode_log_likelihood(&sde, &score, &x, &div, &OdeOptions::default())
+            .expect("the PF-ODE integrates");
         let errs: Vec<f64> = res.log_p.iter().zip(&want).map(|(a, b)| a - b).collect();
         let (mean, ci) = mean_ci95(&errs);
         let rms = (errs.iter().map(|e| e * e).sum::<f64>() / n as f64).sqrt();

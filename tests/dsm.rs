@@ -55,7 +55,8 @@ fn mean_log_p(sde: &dyn Sde, model: &ModelConfig, params: &FlatParams, points: &
     };
     let n = points.len() / 2;
     let x = from_rows(points.to_vec(), n, 2, &device, DType::F32);
-    let like = pf_ode_log_likelihood(&sde, &score, &x, &Divergence::Exact, &OdeOptions::default());
+    let like = pf_ode_log_likelihood(&sde, &score, &x, &Divergence::Exact, &OdeOptions::default())
+        .expect("the PF-ODE integrates");
     like.log_p.iter().sum::<f64>() / n as f64
 }
 

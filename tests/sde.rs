@@ -74,7 +74,8 @@ fn check_pf_ode_nll<S: Sde>(sde: S) {
         &batch(xs.clone(), 2),
         &Divergence::Exact,
         &options,
-    );
+    )
+    .expect("the PF-ODE integrates");
     let want = true_log_p(&gm, &sde, &xs, options.eps);
     let true_prior = true_log_p(&gm, &sde, &res.z, 1.0);
     let mut solver_err: f64 = 0.0;
@@ -130,7 +131,8 @@ fn pf_ode_log_likelihood_with_hutchinson_probes() {
     let want = true_log_p(&gm, &sde, &xs, 1e-5);
     for kind in [Probe::Rademacher, Probe::Gaussian] {
         let div = Divergence::hutchinson(kind, 4, &x, 7);
-        let res = pf_ode_log_likelihood(&sde, &score, &x, &div, &OdeOptions::default());
+        let res = pf_ode_log_likelihood(&sde, &score, &x, &div, &OdeOptions::default())
+            .expect("the PF-ODE integrates");
         let errs: Vec<f64> = res.log_p.iter().zip(&want).map(|(a, b)| a - b).collect();
         let (mean, ci) = mean_ci95(&errs);
         let rms = (errs.iter().map(|e| e * e).sum::<f64>() / errs.len() as f64).sqrt();
@@ -355,7 +357,8 @@ fn pf_ode_likelihood_through_autodiff_divergence() {
         &batch(xs.clone(), 2),
         &Divergence::Exact,
         &OdeOptions::default(),
-    );
+    )
+    .expect("the PF-ODE integrates");
     for (r, row) in xs.chunks(2).enumerate() {
         let want = log_gauss(row, 1e-5);
         let solver_only = log_gauss(&res.z[2 * r..2 * r + 2], 1.0) + res.delta_log_p[r] - want;

@@ -131,7 +131,8 @@ fn vlb_bounds_the_exact_nll_on_the_mixture() {
         mixture: &gm,
         sde: &vp,
     };
-    let res = pf_ode_log_likelihood(&vp, &score, &x, &Divergence::Exact, &OdeOptions::default());
+    let res = pf_ode_log_likelihood(&vp, &score, &x, &Divergence::Exact, &OdeOptions::default())
+        .expect("the PF-ODE integrates");
     let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
     let ode = mean(
         res.log_p

@@ -12,7 +12,7 @@ pub mod vlb;
 
 pub use vlb::{vlb, VlbTerms};
 
-use crate::sde::solvers::{dopri5, OdeOptions, OdeStats};
+use crate::sde::solvers::{dopri5, OdeError, OdeOptions, OdeStats};
 use crate::sde::{Divergence, Reverse, ScoreFn, Sde};
 use crate::tensor::{from_rows_like, to_vec};
 use burn::tensor::Tensor;
@@ -36,13 +36,14 @@ pub struct PfOdeLikelihood {
 
 /// log p(x) of each row of `x` (data at time `options.eps`) through the PF-ODE of `sde` with
 /// `score`, divergence by `divergence` (SPEC §6: RK45, rtol = atol = 1e-5, eps = 1e-5).
+/// A non-finite score (a diverged model) is an [`OdeError`] naming the time and step.
 pub fn pf_ode_log_likelihood<S: Sde + ?Sized, F: ScoreFn + ?Sized>(
     sde: &S,
     score: &F,
     x: &Tensor<2>,
     divergence: &Divergence,
     options: &OdeOptions,
-) -> PfOdeLikelihood {
+) -> Result<PfOdeLikelihood, OdeError> {
     let [n, d] = x.dims();
     let rev = Reverse::ode(sde, score);
     let like = x.clone();
@@ -60,8 +61,7 @@ pub fn pf_ode_log_likelihood<S: Sde + ?Sized, F: ScoreFn + ?Sized>(
         y0,
         options.rtol,
         options.atol,
-    )
-    .unwrap_or_else(|e| panic!("probability-flow ODE likelihood: {e}"));
+    )?;
     let z = y[..n * d].to_vec();
     let delta_log_p = y[n * d..].to_vec();
     let prior_log_p = sde.prior_log_prob(&z, d);
@@ -70,13 +70,13 @@ pub fn pf_ode_log_likelihood<S: Sde + ?Sized, F: ScoreFn + ?Sized>(
         .zip(&delta_log_p)
         .map(|(p, dl)| p + dl)
         .collect();
-    PfOdeLikelihood {
+    Ok(PfOdeLikelihood {
         log_p,
         prior_log_p,
         delta_log_p,
         z,
         stats,
-    }
+    })
 }
 
 /// Bits per dimension of a log-density in nats over `dim` dimensions: -log p / (D ln 2), plus

@@ -3,6 +3,7 @@
 //! oracle mixture. Prints a table and writes JSON.
 
 use crate::run_dir::{open, sampler_config, Run, RunSde, SamplerChoice, SDE_SAMPLERS};
+use anyhow::Context;
 use burn::tensor::{DType, Device};
 use diffuse::data::file::write_file;
 use diffuse::data::{DataSpec, ToyDataset};
@@ -204,9 +205,11 @@ fn nll(
         eps: likelihood_eps,
         ..OdeOptions::default()
     };
-    let like = run.with_score(&net, &*sde, |score| {
-        pf_ode_log_likelihood(&*sde, score, &x, &divergence, &options)
-    });
+    let like = run
+        .with_score(&net, &*sde, |score| {
+            pf_ode_log_likelihood(&*sde, score, &x, &divergence, &options)
+        })
+        .context("the probability-flow ODE likelihood")?;
     let nll: Vec<f64> = like.log_p.iter().map(|l| -l).collect();
     let (mean, ci) = mean_ci95(&nll);
     println!(

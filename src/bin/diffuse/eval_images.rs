@@ -331,9 +331,11 @@ fn bits_per_dim_line(
                 eps: likelihood_eps,
                 ..OdeOptions::default()
             };
-            let like = run.with_score(&net, &*sde, |score| {
-                pf_ode_log_likelihood(&*sde, score, &x, &divergence, &options)
-            });
+            let like = run
+                .with_score(&net, &*sde, |score| {
+                    pf_ode_log_likelihood(&*sde, score, &x, &divergence, &options)
+                })
+                .context("the probability-flow ODE likelihood")?;
             let bpd = like
                 .log_p
                 .iter()

@@ -34,17 +34,25 @@ fn ok(args: &[&str], cwd: &Path) -> String {
     text
 }
 
-/// Every file under `dir` (relative path, bytes), sorted, except the metrics log and its plot,
-/// which carry wall-clock times and are not part of the checkpoint.
+/// Every file under `dir` (relative path, bytes), sorted, except the metrics log, its plot and
+/// the report's records (report.html, sessions.jsonl, previews/index.jsonl), which carry
+/// wall-clock times and are not part of the checkpoint. The preview images themselves are
+/// compared: they are drawn from fixed seeds.
 fn checkpoint_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 walk(root, &path, out);
-            } else if !["metrics.jsonl", "loss.png"]
-                .iter()
-                .any(|f| path.ends_with(f))
+            } else if ![
+                "metrics.jsonl",
+                "loss.png",
+                "report.html",
+                "sessions.jsonl",
+                "previews/index.jsonl",
+            ]
+            .iter()
+            .any(|f| path.ends_with(f))
             {
                 let rel = path.strip_prefix(root).unwrap().to_path_buf();
                 out.push((rel, std::fs::read(&path).unwrap()));

@@ -71,6 +71,11 @@ pub fn draw_preview(trainer: &Trainer, image_rows: usize) -> crate::Result<Previ
     let net = Net::new(&cfg.model, &trainer.ema, &device)?;
     let d = cfg.model.data_dim();
     let image_shape = cfg.model.image_shape();
+    // A latent run's previews are decoded by its VAE (SPEC §7), as `diffuse sample` does.
+    let latent_vae = match &cfg.data {
+        crate::data::DataSpec::Latent { vae, .. } => Some(vae.load(&device)?),
+        _ => None,
+    };
     let (n, labels, columns) = match image_shape {
         Some(_) => preview_labels(trainer, image_rows.max(1)),
         None => (PREVIEW_POINTS, None, None),
@@ -109,7 +114,7 @@ pub fn draw_preview(trainer: &Trainer, image_rows: usize) -> crate::Result<Previ
                 },
             };
             let mut sampler = SamplerConfig::new(SamplerKind::Ddim, PREVIEW_DDIM_STEPS);
-            if image_shape.is_some() {
+            if image_shape.is_some() && latent_vae.is_none() {
                 // Pixels live in [-1, 1]; clipping x0_hat keeps early previews readable.
                 sampler.clip = X0Clip::Clip { range: 1.0 };
             }
@@ -129,8 +134,23 @@ pub fn draw_preview(trainer: &Trainer, image_rows: usize) -> crate::Result<Previ
             (x, "ddim", PREVIEW_DDIM_STEPS)
         }
     };
+    let (values, image_shape) = match (&latent_vae, &cfg.data) {
+        (
+            Some(vae),
+            crate::data::DataSpec::Latent {
+                image_shape: pixels,
+                latent_shape: [c, h, w],
+                ..
+            },
+        ) => {
+            let images = vae.decode(vae.from_diffusion(x).reshape([n, *c, *h, *w]));
+            let dim = pixels.iter().product::<usize>();
+            (to_vec(&images.reshape([n, dim])), Some(*pixels))
+        }
+        _ => (to_vec(&x), image_shape),
+    };
     Ok(PreviewSamples {
-        values: to_vec(&x),
+        values,
         n,
         sampler: sampler.to_string(),
         sampler_steps: steps,

@@ -126,6 +126,24 @@ fn train_sample_eval_end_to_end() {
         serde_json::from_str(&std::fs::read_to_string(d.join("run/eval.json")).unwrap()).unwrap();
     assert!(report["sliced_wasserstein"]["ratio"].as_f64().unwrap() > 0.0);
     assert_eq!(report["mmd"].as_array().unwrap().len(), 3);
+
+    // An SDE sampler takes no eta: refused by name, not dropped (a regression guard; the
+    // refusal is in the sampling path).
+    let err = diffuse_fails(
+        &[
+            "eval",
+            "--run",
+            "run",
+            "--sampler",
+            "ode",
+            "--eta",
+            "0.5",
+            "--n",
+            "10",
+        ],
+        d,
+    );
+    assert!(err.contains("--eta 0.5") && err.contains("ode"), "{err}");
 }
 
 #[test]

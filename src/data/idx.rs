@@ -564,10 +564,11 @@ mod tests {
     }
 
     /// The full data set keeps the official split, balanced: 6000 / 1000 images per class.
+    /// `scripts/setup.sh` (which CI runs) installs it.
     #[test]
-    #[ignore = "needs the full Fashion-MNIST (Debian package dataset-fashion-mnist)"]
     fn full_data_set_has_the_official_split() {
-        let dir = find_fashion_mnist_dir().expect("Fashion-MNIST not found");
+        let dir = find_fashion_mnist_dir()
+            .expect("Fashion-MNIST not found: run scripts/setup.sh (dataset-fashion-mnist)");
         for (split, count) in [(Split::Train, 60_000), (Split::Test, 10_000)] {
             let set = load_fashion_mnist(&dir, split).unwrap();
             assert_eq!((set.len(), set.dim()), (count, 784));

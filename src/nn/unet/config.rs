@@ -8,6 +8,9 @@
 //! a non-null `class_embed_type`, ...) is an error naming the option, never silently ignored.
 
 use crate::error::{Error, Result};
+use crate::nn::diffusers_config::{
+    check_counts, check_levels, parse_json_text, parse_strict, MAX_CHANNELS, MAX_LAYERS_PER_BLOCK,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -237,53 +240,6 @@ pub struct BlockPlan {
     pub out_channels: usize,
 }
 
-/// A `config.json` text as JSON (`context` names the config in the error).
-pub(crate) fn parse_json_text(text: &str, context: &'static str) -> Result<Value> {
-    serde_json::from_str(text).map_err(|e| Error::config(context, format!("not JSON: {e}")))
-}
-
-/// A diffusers config of type `T` (`#[serde(default)]`, keys `keys`) from a JSON object,
-/// strictly: an unknown key (other than `_`-prefixed bookkeeping) is an error naming it, and so
-/// is a value that does not parse (the first key whose value alone fails is named). `context`
-/// names the config and `what` the model in errors.
-pub(crate) fn parse_strict<T: serde::de::DeserializeOwned>(
-    value: &Value,
-    context: &'static str,
-    what: &str,
-    keys: &[&'static str],
-) -> Result<T> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| Error::config(context, "is not a JSON object"))?;
-    let mut known = serde_json::Map::new();
-    for (k, v) in obj {
-        if keys.contains(&k.as_str()) {
-            known.insert(k.clone(), v.clone());
-        } else if !k.starts_with('_') {
-            return Err(Error::config(
-                context,
-                format!("unknown option `{k}` (= {v}): not implemented by {what}"),
-            ));
-        }
-    }
-    match serde_json::from_value(Value::Object(known.clone())) {
-        Ok(c) => Ok(c),
-        Err(e) => {
-            // The key whose value alone fails to parse, as an error naming it.
-            let culprit = known.iter().find_map(|(k, v)| {
-                let single = Value::Object([(k.clone(), v.clone())].into_iter().collect());
-                let err = serde_json::from_value::<T>(single).err()?;
-                let name = keys.iter().find(|key| **key == k.as_str())?;
-                Some(Error::config(
-                    name,
-                    format!("{v} is not a value {what} implements ({err})"),
-                ))
-            });
-            Err(culprit.unwrap_or_else(|| Error::config(context, e.to_string())))
-        }
-    }
-}
-
 impl UNet2DConfig {
     /// Parses a diffusers `config.json` value and validates it. Unknown keys (except `_`-prefixed
     /// ones) and unimplemented values are errors naming the key.
@@ -396,51 +352,22 @@ impl UNet2DConfig {
                 format!("{t:?} is not implemented (only null: a table of num_class_embeds rows)"),
             ));
         }
-        let ch = &self.block_out_channels;
-        if ch.is_empty() || ch.contains(&0) {
-            return Err(Error::config(
-                "block_out_channels",
-                format!("{ch:?}: needs at least one level, every entry >= 1"),
-            ));
-        }
-        for (name, len) in [
-            ("down_block_types", self.down_block_types.len()),
-            ("up_block_types", self.up_block_types.len()),
-        ] {
-            if len != ch.len() {
-                return Err(Error::config(
-                    name,
-                    format!("{len} blocks for {} block_out_channels", ch.len()),
-                ));
-            }
-        }
-        for (name, v) in [
-            ("in_channels", self.in_channels),
-            ("out_channels", self.out_channels),
-            ("layers_per_block", self.layers_per_block),
-            ("norm_num_groups", self.norm_num_groups),
-        ] {
-            if v == 0 {
-                return Err(Error::config(name, "must be >= 1"));
-            }
-        }
-        // A config is user input: bound the counts that size the block plans (and the
-        // 2^(levels - 1) size factor) before anything is allocated from them.
-        for (name, v, max) in [
-            ("layers_per_block", self.layers_per_block, 64),
-            ("block_out_channels", ch.len(), 16),
+        check_levels(
+            &self.block_out_channels,
+            self.down_block_types.len(),
+            self.up_block_types.len(),
+        )?;
+        check_counts(&[
+            ("in_channels", self.in_channels, MAX_CHANNELS),
+            ("out_channels", self.out_channels, MAX_CHANNELS),
             (
-                "block_out_channels",
-                ch.iter().copied().max().unwrap_or(0),
-                1 << 16,
+                "layers_per_block",
+                self.layers_per_block,
+                MAX_LAYERS_PER_BLOCK,
             ),
-            ("in_channels", self.in_channels, 1 << 16),
-            ("out_channels", self.out_channels, 1 << 16),
-        ] {
-            if v > max {
-                return Err(Error::config(name, format!("{v} is above the limit {max}")));
-            }
-        }
+            ("norm_num_groups", self.norm_num_groups, MAX_CHANNELS),
+        ])?;
+        let ch = &self.block_out_channels;
         for (name, v) in [
             ("time_embedding_dim", self.time_embedding_dim),
             ("attention_head_dim", self.attention_head_dim),

@@ -10,7 +10,10 @@
 //! `layers_per_block + 1` resnets per decoder level.
 
 use crate::error::{Error, Result};
-use crate::nn::unet::config::{parse_json_text, parse_strict, ActFn, SampleSize};
+use crate::nn::diffusers_config::{
+    check_counts, check_levels, parse_json_text, parse_strict, MAX_CHANNELS, MAX_LAYERS_PER_BLOCK,
+};
+use crate::nn::unet::config::{ActFn, SampleSize};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -166,35 +169,23 @@ impl AutoencoderKLConfig {
                 format!("{:?} is not {CLASS_NAME}", self.class_name),
             ));
         }
+        check_levels(
+            &self.block_out_channels,
+            self.down_block_types.len(),
+            self.up_block_types.len(),
+        )?;
+        check_counts(&[
+            ("in_channels", self.in_channels, MAX_CHANNELS),
+            ("out_channels", self.out_channels, MAX_CHANNELS),
+            (
+                "layers_per_block",
+                self.layers_per_block,
+                MAX_LAYERS_PER_BLOCK,
+            ),
+            ("latent_channels", self.latent_channels, MAX_CHANNELS),
+            ("norm_num_groups", self.norm_num_groups, MAX_CHANNELS),
+        ])?;
         let ch = &self.block_out_channels;
-        if ch.is_empty() || ch.contains(&0) {
-            return Err(Error::config(
-                "block_out_channels",
-                format!("{ch:?}: needs at least one level, every entry >= 1"),
-            ));
-        }
-        for (name, len) in [
-            ("down_block_types", self.down_block_types.len()),
-            ("up_block_types", self.up_block_types.len()),
-        ] {
-            if len != ch.len() {
-                return Err(Error::config(
-                    name,
-                    format!("{len} blocks for {} block_out_channels", ch.len()),
-                ));
-            }
-        }
-        for (name, v) in [
-            ("in_channels", self.in_channels),
-            ("out_channels", self.out_channels),
-            ("layers_per_block", self.layers_per_block),
-            ("latent_channels", self.latent_channels),
-            ("norm_num_groups", self.norm_num_groups),
-        ] {
-            if v == 0 {
-                return Err(Error::config(name, "must be >= 1"));
-            }
-        }
         if let Some(c) = ch.iter().find(|c| !c.is_multiple_of(self.norm_num_groups)) {
             return Err(Error::config(
                 "norm_num_groups",

@@ -2,16 +2,14 @@
 //! data, each next to the data-vs-data floor, over several seeds; exact log-likelihood for the
 //! oracle mixture. Prints a table and writes JSON.
 
-use crate::run_dir::{open, sampler_config, Run, RunSde, SamplerChoice, SDE_SAMPLERS};
-use anyhow::Context;
+use crate::run_dir::{open, sampler_config, Run, SamplerChoice, SDE_SAMPLERS};
 use burn::tensor::{DType, Device};
 use diffuse::data::file::write_file;
 use diffuse::data::{DataSpec, ToyDataset};
 use diffuse::eval::{check_sizes, evaluate_with, EvalOptions};
-use diffuse::likelihood::{bits_per_dim, mean_ci95, pf_ode_log_likelihood};
+use diffuse::likelihood::{bits_per_dim, mean_ci95};
 use diffuse::oracle::GaussianMixture;
 use diffuse::sde::score::Probe;
-use diffuse::sde::solvers::OdeOptions;
 use diffuse::sde::Divergence;
 use diffuse::tensor::{from_rows, to_vec};
 use std::path::PathBuf;
@@ -196,30 +194,17 @@ fn nll(
             "Hutchinson x4".to_string(),
         )
     };
-    let RunSde {
-        sde,
-        likelihood_eps,
-        ..
-    } = run.score_sde()?;
-    let options = OdeOptions {
-        eps: likelihood_eps,
-        ..OdeOptions::default()
-    };
-    let like = run
-        .with_score(&net, &*sde, |score| {
-            pf_ode_log_likelihood(&*sde, score, &x, &divergence, &options)
-        })
-        .context("the probability-flow ODE likelihood")?;
+    let (like, sde_name, likelihood_eps) = run.pf_ode_likelihood(&net, &x, &divergence)?;
     let nll: Vec<f64> = like.log_p.iter().map(|l| -l).collect();
     let (mean, ci) = mean_ci95(&nll);
     println!(
         "NLL (PF-ODE, {} SDE from t = {likelihood_eps}, {how}, rtol=atol=1e-5, {n} points): {mean:.4} ± {ci:.4} nats/sample = {:.4} bits/dim (continuous data: no dequantisation offset), NFE {}",
-        sde.name(),
+        sde_name,
         bits_per_dim(-mean, d, false),
         like.stats.nfe
     );
     let mut out = serde_json::json!({
-        "sde": sde.name(), "t_min": likelihood_eps, "divergence": how, "points": n,
+        "sde": sde_name, "t_min": likelihood_eps, "divergence": how, "points": n,
         "nll_nats": mean, "ci95_nats": ci, "bits_per_dim": bits_per_dim(-mean, d, false),
         "nfe": like.stats.nfe,
     });

@@ -16,12 +16,11 @@ use diffuse::eval::classifier::{
 };
 use diffuse::eval::frechet::{frechet_distance, GaussianStats};
 use diffuse::likelihood::vlb::vlb;
-use diffuse::likelihood::{bits_per_dim, mean_ci95, pf_ode_log_likelihood};
+use diffuse::likelihood::{bits_per_dim, mean_ci95};
 use diffuse::nn::vae::latents::{reconstruction_grid, reconstruction_report};
 use diffuse::nn::{AutoencoderKL, FlatParams, Net};
 use diffuse::rng::SampleRng;
 use diffuse::sde::score::Probe;
-use diffuse::sde::solvers::OdeOptions;
 use diffuse::sde::Divergence;
 use diffuse::tensor::from_rows;
 use diffuse::train::RunConfig;
@@ -322,20 +321,7 @@ fn bits_per_dim_line(
                 .collect();
             let x = from_rows(deq, m, d, &device, DType::F32);
             let divergence = Divergence::hutchinson(Probe::Rademacher, 1, &x, args.seed);
-            let crate::run_dir::RunSde {
-                sde,
-                likelihood_eps,
-                ..
-            } = run.score_sde()?;
-            let options = OdeOptions {
-                eps: likelihood_eps,
-                ..OdeOptions::default()
-            };
-            let like = run
-                .with_score(&net, &*sde, |score| {
-                    pf_ode_log_likelihood(&*sde, score, &x, &divergence, &options)
-                })
-                .context("the probability-flow ODE likelihood")?;
+            let (like, _, _) = run.pf_ode_likelihood(&net, &x, &divergence)?;
             let bpd = like
                 .log_p
                 .iter()

@@ -5,6 +5,7 @@ use anyhow::{bail, Context};
 use burn::tensor::{DType, Device, Tensor};
 use diffuse::data::DataSpec;
 use diffuse::denoiser::{Denoiser, Guided, NetworkDenoiser, Parameterization};
+use diffuse::likelihood::{pf_ode_log_likelihood, PfOdeLikelihood};
 use diffuse::nn::vae::latents::ENCODE_BATCH;
 use diffuse::nn::AutoencoderKL;
 use diffuse::nn::{FlatParams, Net};
@@ -16,6 +17,7 @@ use diffuse::sde::score::{
     DenoiserScore, NetworkScore, ScoreOutput, TimeInput, NETWORK_TIME_SCALE,
 };
 use diffuse::sde::solvers::OdeOptions;
+use diffuse::sde::Divergence;
 use diffuse::sde::{ScheduleVpSde, ScoreFn, Sde, SdeSampler};
 use diffuse::tensor::{from_rows, to_vec};
 use diffuse::train::checkpoint::{load_config, load_model};
@@ -141,6 +143,32 @@ impl Run {
                 }
             }
         })
+    }
+
+    /// log p(x) of the rows of `x` through the PF-ODE of [`Self::score_sde`] from its
+    /// likelihood time (SPEC §6; RK45 at rtol = atol = 1e-5); returns the likelihood, the SDE's
+    /// name and the start time.
+    pub fn pf_ode_likelihood(
+        &self,
+        net: &Net,
+        x: &Tensor<2>,
+        divergence: &Divergence,
+    ) -> anyhow::Result<(PfOdeLikelihood, &'static str, f64)> {
+        let RunSde {
+            sde,
+            likelihood_eps,
+            ..
+        } = self.score_sde()?;
+        let options = OdeOptions {
+            eps: likelihood_eps,
+            ..OdeOptions::default()
+        };
+        let like = self
+            .with_score(net, &*sde, |score| {
+                pf_ode_log_likelihood(&*sde, score, x, divergence, &options)
+            })
+            .context("the probability-flow ODE likelihood")?;
+        Ok((like, sde.name(), likelihood_eps))
     }
 
     /// Calls `f` with the run's score function on `net` (the run's MLP on some device):

@@ -222,6 +222,62 @@ fn vae_then_latent_unet_then_decoded_samples() {
         "--out",
         &png,
     ]);
+    // The image metrics apply to decoded samples: a Fréchet line over decoded 28x28 images.
+    ok(&[
+        "eval",
+        "--run",
+        &ldm,
+        "--n",
+        "8",
+        "--seeds",
+        "2",
+        "--steps",
+        "2",
+        "--bpd-images",
+        "0",
+        "--classifier",
+        &p("classifier"),
+    ]);
+    let eval = std::fs::read_to_string(tmp.path().join("ldm/eval.jsonl")).unwrap();
+    assert!(
+        eval.contains("frechet_distance_classifier_features"),
+        "{eval}"
+    );
+    // `bench runs` times its sampling (network calls, then the VAE decode) and training step.
+    let out = diffuse(&[
+        "bench",
+        "runs",
+        "--run",
+        &ldm,
+        "--n",
+        "2",
+        "--steps",
+        "2",
+        "--rounds",
+        "1",
+        "--seconds",
+        "0",
+        "--data",
+        &data,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let best = lines.last().unwrap();
+    assert_eq!(best["latent"], true, "{best}");
+    for key in [
+        "denoise_ms_per_image",
+        "decode_ms_per_image",
+        "ms_per_train_step",
+    ] {
+        assert!(best[key].as_f64().unwrap() > 0.0, "{key}: {best}");
+    }
 
     // A changed VAE is refused, naming the folder.
     let vae_config = tmp.path().join("vae/vae/config.json");

@@ -285,13 +285,80 @@ impl Mlp {
     }
 }
 
+impl Mlp {
+    /// The module's weights as a flat vector (read back from its tensors, so always current).
+    pub fn to_params(&self) -> Result<MlpParams> {
+        let [hidden, data_dim] = self.output.weight.dims();
+        let config = MlpConfig {
+            data_dim,
+            hidden,
+            depth: self.layers.len(),
+            time_embed_dim: self.time_embed_dim,
+        };
+        let (slots, len) = layout(&config);
+        let mut values = vec![0f32; len];
+        let linears = [&self.time_linear_1, &self.time_linear_2]
+            .into_iter()
+            .chain(&self.layers)
+            .chain([&self.output]);
+        for (slot, linear) in slots.iter().zip(linears) {
+            let read = |t: Tensor<2>, range: std::ops::Range<usize>, values: &mut [f32]| {
+                let data = t.into_data().convert::<f32>();
+                let v = data
+                    .as_slice::<f32>()
+                    .map_err(|e| Error::Shape(format!("{e:?}")))?;
+                if v.len() != range.len() {
+                    return Err(Error::Shape(format!("{}: {} values", slot.name, v.len())));
+                }
+                values[range].copy_from_slice(v);
+                Ok(())
+            };
+            read(linear.weight.val(), slot.weight_range(), &mut values)?;
+            let bias = linear.bias.as_ref().map(|b| b.val().unsqueeze::<2>());
+            let bias = bias.ok_or_else(|| Error::Shape(format!("{}: no bias", slot.name)))?;
+            read(bias, slot.bias_range(), &mut values)?;
+        }
+        MlpParams::from_values(&config, values)
+    }
+}
+
+/// Whether `x` can take the fused CPU inference path: float32 on the flex device without
+/// autodiff (a caller differentiating through the network, such as the exact PF-ODE
+/// divergence, keeps burn's ops).
+fn fused_cpu_inference(x: &Tensor<2>) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        x.dtype() == DType::F32
+            && matches!(
+                x.device().as_dispatch(),
+                burn::backend::DispatchDevice::Flex(_)
+            )
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = x;
+        false
+    }
+}
+
 impl Network for Mlp {
     fn forward(&self, x: Tensor<2>, t: &[f64], _labels: Option<&[i64]>) -> Tensor<2> {
         let n = x.dims()[0];
-        if t.len() == 1 && n != 1 {
-            self.forward_t(x, &vec![t[0]; n])
+        let t = if t.len() == 1 && n != 1 {
+            vec![t[0]; n]
         } else {
-            self.forward_t(x, t)
+            t.to_vec()
+        };
+        if fused_cpu_inference(&x) {
+            if let Ok(params) = self.to_params() {
+                let device = x.device();
+                let d = params.config.data_dim;
+                let data = x.into_data().convert::<f32>();
+                let values = data.as_slice::<f32>().expect("float32 data").to_vec();
+                let out = super::mlp_kernel::infer(&params, &values, &t);
+                return Tensor::from_data(TensorData::new(out, [n, d]), (&device, DType::F32));
+            }
         }
+        self.forward_t(x, &t)
     }
 }

@@ -16,59 +16,8 @@
 //! `dW_l = h_{l-1}^T dz_l`, `db_l = sum_n dz_l`, `dtemb += dz_l`, `dh_{l-1} = dz_l W_l^T`;
 //! then the time MLP the same way from `dtemb`.
 
+use super::cpu::gemm::matmul;
 use super::mlp::{LinearSlot, MlpConfig, MlpParams};
-
-/// `dst[m, n] = (accumulate ? dst : 0) + op(a)[m, k] op(b)[k, n]`, all row-major; `op` is the
-/// transpose when the flag is set (`a` then stored `[k, m]`, `b` stored `[n, k]`).
-#[allow(clippy::too_many_arguments)]
-pub fn matmul(
-    dst: &mut [f32],
-    a: &[f32],
-    a_transposed: bool,
-    b: &[f32],
-    b_transposed: bool,
-    m: usize,
-    k: usize,
-    n: usize,
-    accumulate: bool,
-) {
-    assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
-    let (a_rs, a_cs) = if a_transposed {
-        (1, m as isize)
-    } else {
-        (k as isize, 1)
-    };
-    let (b_rs, b_cs) = if b_transposed {
-        (1, k as isize)
-    } else {
-        (n as isize, 1)
-    };
-    // SAFETY: the asserts above bound every index gemm forms from these sizes and strides;
-    // dst does not alias a or b (distinct borrows).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
 
 fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
@@ -288,6 +237,81 @@ impl MlpKernel {
     }
 }
 
+/// Rows per shard of [`infer`]: enough work per task to amortise the fork-join.
+const INFER_ROWS: usize = 256;
+
+/// Inference forward of the MLP on the CPU (no autodiff): `x` `[N, D]` float32 and one timestep
+/// value per row; returns `[N, D]`. What sampling calls at every step: the time MLP runs once
+/// per distinct timestep (a sampler asks about one t per step, not one per sample), the layers
+/// in row shards of [`INFER_ROWS`] in parallel, each product straight to `gemm`. Rows are
+/// independent, so the result does not depend on the thread count.
+pub fn infer(params: &MlpParams, x: &[f32], t: &[f64]) -> Vec<f32> {
+    use rayon::prelude::*;
+    let cfg = &params.config;
+    let (d, h, e) = (cfg.data_dim, cfg.hidden, cfg.time_embed_dim);
+    let n = t.len();
+    assert_eq!(x.len(), n * d, "x is not [N, D] for N timesteps");
+    // Distinct timesteps (by bit pattern) and each row's index among them.
+    let mut distinct: Vec<f64> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    let row_t: Vec<usize> = t
+        .iter()
+        .map(|&v| {
+            *index.entry(v.to_bits()).or_insert_with(|| {
+                distinct.push(v);
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    let u = distinct.len();
+    let emb: Vec<f32> = super::embedding::sinusoidal_embedding(&distinct, e)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    let (p, slots) = (&params.values, &params.slots);
+    let (mut t_z, mut t_s, mut t_h) = (vec![0.0; u * h], vec![0.0; u * h], vec![0.0; u * h]);
+    linear_forward(
+        p,
+        &slots[0],
+        &emb,
+        u,
+        None,
+        &mut t_z,
+        Some((&mut t_s, &mut t_h)),
+    );
+    let mut temb = vec![0.0; u * h];
+    linear_forward(p, &slots[1], &t_h, u, None, &mut temb, None);
+
+    let mut out = vec![0f32; n * d];
+    out.par_chunks_mut(INFER_ROWS * d)
+        .zip(x.par_chunks(INFER_ROWS * d))
+        .zip(row_t.par_chunks(INFER_ROWS))
+        .for_each(|((out, x), row_t)| {
+            let rows = row_t.len();
+            let add: Vec<f32> = row_t
+                .iter()
+                .flat_map(|&k| temb[k * h..(k + 1) * h].iter().copied())
+                .collect();
+            let (mut z, mut s) = (vec![0.0; rows * h], vec![0.0; rows * h]);
+            let (mut hid, mut next) = (vec![0.0; rows * h], vec![0.0; rows * h]);
+            for l in 0..cfg.depth {
+                let input: &[f32] = if l == 0 { x } else { &hid };
+                linear_forward(
+                    p,
+                    &slots[2 + l],
+                    input,
+                    rows,
+                    Some(&add),
+                    &mut z,
+                    Some((&mut s, &mut next)),
+                );
+                std::mem::swap(&mut hid, &mut next);
+            }
+            linear_forward(p, &slots[2 + cfg.depth], &hid, rows, None, out, None);
+        });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,5 +441,35 @@ mod tests {
             }
         }
         assert!(max_rel < 1e-4, "max relative gradient difference {max_rel}");
+    }
+
+    #[test]
+    fn inference_matches_the_burn_module_with_shared_and_distinct_timesteps() {
+        // 600 rows (three shards, the last partial) of the default-width MLP, once with one
+        // timestep for all rows (what samplers pass) and once with a timestep per row. Same
+        // float32 weights, sums in another order: agreement to 1e-5 relative.
+        let cfg = MlpConfig::new(2);
+        let params = MlpParams::init(&cfg, 4).unwrap();
+        let n = 600;
+        let x: Vec<f32> = (0..n * 2)
+            .map(|i| ((i as f32) * 0.37).sin() * 2.0)
+            .collect();
+        let device = Device::default();
+        let module = params.to_module(&device);
+        for t in [vec![417.0; n], (0..n).map(|i| (i % 1000) as f64).collect()] {
+            let ours = infer(&params, &x, &t);
+            let xt = from_rows(
+                x.iter().map(|&v| v as f64).collect(),
+                n,
+                2,
+                &device,
+                DType::F32,
+            );
+            let theirs = to_vec(&module.forward_t(xt, &t));
+            assert_eq!(ours.len(), theirs.len());
+            for (a, b) in ours.iter().zip(&theirs) {
+                assert!((*a as f64 - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! denoiser for low-dimensional data with a fused CPU training kernel, the diffusers-compatible
 //! UNet for images, the diffusers-compatible VAE of latent diffusion, and the flat-parameter bridge the one trainer uses for all of them.
 
+pub mod cpu;
 pub mod diffusers_config;
 pub mod embedding;
 pub mod mlp;

@@ -3,8 +3,11 @@
 //! through burn's generic autodiff + burn's AdamW for comparison (`--burn`).
 //! `diffuse bench train-unet`: one inference forward and one training step of a UNet (default:
 //! the Fashion-MNIST UNet of `diffuse train`, or `--config` a diffusers config.json) at batch 64,
-//! with peak RSS and where the step's time goes. Prints one JSON line per measurement
-//! (bench/train_mlp.sh and bench/train_unet.sh put PyTorch beside it).
+//! with peak RSS and where the step's time goes. `diffuse bench runs --run A --run B`: the
+//! sampling cost per image and the training step of trained runs side by side (`bench_runs`).
+//! `diffuse bench sample-mlp`: DDIM-50 and DDPM-1000 sampling of the 2-D MLP
+//! (`bench_sample_mlp`). Prints one JSON line per measurement (bench/train_mlp.sh and bench/train_unet.sh put
+//! PyTorch beside it; bench/latent_vs_pixel.sh compares a pixel and a latent UNet).
 
 use anyhow::bail;
 use burn::optim::{AdamWConfig, GradientsParams};
@@ -17,7 +20,7 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// What to time: train-mlp.
+    /// What to time: train-mlp, train-unet, runs or sample-mlp.
     what: String,
     /// Batch sizes (repeatable).
     #[arg(long = "batch", default_values_t = vec![512, 64])]
@@ -28,12 +31,28 @@ pub struct Args {
     /// Also time the same step through burn autodiff and burn's AdamW.
     #[arg(long)]
     burn: bool,
+    /// train-unet / runs: run the networks on burn's own ops instead of diffuse's CPU kernels
+    /// (the "before" rows of the speed table).
+    #[arg(long)]
+    burn_kernels: bool,
     /// train-unet: a diffusers UNet2DModel config.json (default: diffuse's Fashion-MNIST UNet).
     #[arg(long)]
     config: Option<std::path::PathBuf>,
     /// train-unet: images to train on (only their shape and labels matter for timing).
     #[arg(long, default_value = "tests/fixtures/fashion-mnist")]
     data: String,
+    /// runs: a run directory to time (repeatable).
+    #[arg(long = "run")]
+    runs: Vec<std::path::PathBuf>,
+    /// runs: the sampler whose cost per image is timed.
+    #[command(flatten)]
+    sampler: crate::run_dir::SamplerChoice,
+    /// runs: images sampled per timing (default 64); sample-mlp: points (default 4000).
+    #[arg(long)]
+    n: Option<usize>,
+    /// runs: alternating rounds (each run keeps its best).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 /// Runs `step` for about `seconds` after a warm-up; returns ms per step.
@@ -69,6 +88,7 @@ fn config(batch: usize) -> RunConfig {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    diffuse::nn::cpu::set_enabled(!args.burn_kernels);
     if args.what == "train-unet" {
         // The MLP's default batch sizes do not apply: the UNet is timed at batch 64 unless asked.
         let batches = if args.batches == [512, 64] {
@@ -78,9 +98,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         return crate::bench_unet::run(&args.data, args.config.as_deref(), &batches, args.seconds);
     }
+    if args.what == "sample-mlp" {
+        return crate::bench_sample_mlp::run(args.n.unwrap_or(4000));
+    }
+    if args.what == "runs" {
+        return crate::bench_runs::run(&crate::bench_runs::Options {
+            runs: &args.runs,
+            sampler: &args.sampler,
+            n: args.n.unwrap_or(64),
+            rounds: args.rounds,
+            data: &args.data,
+            seconds: args.seconds,
+        });
+    }
     if args.what != "train-mlp" {
         bail!(
-            "unknown benchmark {:?}: expected train-mlp or train-unet",
+            "unknown benchmark {:?}: expected train-mlp, train-unet, runs or sample-mlp",
             args.what
         );
     }

@@ -31,6 +31,15 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// Which kernels the networks run on: diffuse's CPU kernels or burn's own ops.
+pub fn kernels() -> &'static str {
+    if diffuse::nn::cpu::enabled() {
+        "diffuse"
+    } else {
+        "burn"
+    }
+}
+
 /// Median milliseconds of `f` over at least 3 runs and about `seconds`, after one warm-up.
 fn median_ms(seconds: f64, mut f: impl FnMut()) -> (f64, usize) {
     f();
@@ -82,7 +91,7 @@ pub fn run(
         println!(
             "{}",
             serde_json::json!({"impl": "diffuse", "what": "sample", "batch": batch, "threads": threads,
-                "ms_per_forward": ms, "runs": n, "peak_rss_mb": peak_rss_mb(), "params": params.len()})
+                "ms_per_forward": ms, "runs": n, "kernels": kernels(), "peak_rss_mb": peak_rss_mb(), "params": params.len()})
         );
 
         // Training: the trainer's full step, and its parts.
@@ -110,7 +119,7 @@ pub fn run(
         println!(
             "{}",
             serde_json::json!({"impl": "diffuse", "what": "train", "batch": batch, "threads": threads,
-            "ms_per_step": step_ms, "steps": n, "peak_rss_mb": peak_rss_mb(), "params": params.len(),
+            "ms_per_step": step_ms, "steps": n, "kernels": kernels(), "peak_rss_mb": peak_rss_mb(), "params": params.len(),
             "breakdown_ms": {
                 "forward_inference": ms,
                 "backward_and_gradients_est": grad_ms - ms,

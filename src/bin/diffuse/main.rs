@@ -1,6 +1,8 @@
 //! The `diffuse` command: one file per subcommand.
 
 mod bench;
+mod bench_runs;
+mod bench_sample_mlp;
 mod bench_unet;
 mod compare;
 mod eval;
@@ -35,7 +37,8 @@ enum Command {
     /// Sliced Wasserstein and MMD against fresh data, next to the data-vs-data floor; --nll adds
     /// the PF-ODE negative log-likelihood.
     Eval(eval::Args),
-    /// Time the training step (`diffuse bench train-mlp`, `diffuse bench train-unet`).
+    /// Time the training step (`diffuse bench train-mlp`, `diffuse bench train-unet`) or trained
+    /// runs' sampling and training costs side by side (`diffuse bench runs --run A --run B`).
     Bench(bench::Args),
     /// Rebuild a run directory's report.html (config, curves, previews, eval results).
     Report(report::Args),

@@ -11,6 +11,7 @@ use super::attention::Attention;
 use super::config::{BlockPlan, UNet2DConfig};
 use super::layers::Init;
 use super::resnet::{ResnetBlock2D, ResnetOptions};
+use crate::nn::cpu::op::conv2d;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
@@ -38,7 +39,7 @@ impl Downsample2D {
     /// `[B, C, H, W]` -> `[B, C, H/2, W/2]` for even sides (odd sides: `floor` with padding 0,
     /// `ceil` with padding 1).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(x)
+        conv2d(&self.conv, x)
     }
 }
 
@@ -57,7 +58,7 @@ impl Upsample2D {
 
     /// `[B, C, H, W]` -> `[B, C, 2H, 2W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(nearest_2x(x))
+        conv2d(&self.conv, nearest_2x(x))
     }
 }
 

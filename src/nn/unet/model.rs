@@ -18,6 +18,7 @@ use super::config::UNet2DConfig;
 use super::layers::Init;
 use crate::denoiser::Network;
 use crate::error::Result;
+use crate::nn::cpu::op::conv2d;
 use crate::nn::embedding::sinusoidal_embedding_with;
 use crate::tensor::from_rows;
 use burn::module::Module;
@@ -227,7 +228,7 @@ impl UNet2DModel {
             x
         };
         let temb = self.embedding(time_proj, labels);
-        let mut h = self.conv_in.forward(x);
+        let mut h = conv2d(&self.conv_in, x);
         let mut skips = vec![h.clone()];
         for block in &self.down_blocks {
             let (out, res) = block.forward(h, &temb);
@@ -240,7 +241,7 @@ impl UNet2DModel {
         for block in &self.up_blocks {
             h = block.forward(h, &mut skips, &temb);
         }
-        let out = self.conv_out.forward(silu(self.conv_norm_out.forward(h)));
+        let out = conv2d(&self.conv_out, silu(self.conv_norm_out.forward(h)));
         if in_dtype == dtype {
             out
         } else {

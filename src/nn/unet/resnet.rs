@@ -12,6 +12,7 @@
 
 use super::config::{ActFn, TimeScaleShift, UNet2DConfig};
 use super::layers::Init;
+use crate::nn::cpu::op::conv2d;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, Linear, PaddingConfig2d};
@@ -120,9 +121,7 @@ impl ResnetBlock2D {
     /// `x`: `[B, C_in, H, W]`, `temb`: `[B, E]` (before the activation; `None` for a block
     /// without a time input); returns `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let h = self
-            .conv1
-            .forward(act(self.act_fn, self.norm1.forward(x.clone())));
+        let h = conv2d(&self.conv1, act(self.act_fn, self.norm1.forward(x.clone())));
         let [b, c, _, _] = h.dims();
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
@@ -144,11 +143,9 @@ impl ResnetBlock2D {
                 if proj.is_some() { "out" } else { "" },
             ),
         };
-        let h = self
-            .conv2
-            .forward(self.dropout.forward(act(self.act_fn, h)));
+        let h = conv2d(&self.conv2, self.dropout.forward(act(self.act_fn, h)));
         let skip = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x),
+            Some(conv) => conv2d(conv, x),
             None => x,
         };
         let out = skip + h;

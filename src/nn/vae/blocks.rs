@@ -9,6 +9,7 @@
 //! ```
 
 use super::config::{AutoencoderKLConfig, NORM_EPS};
+use crate::nn::cpu::op::conv2d;
 use crate::nn::unet::blocks::{Downsample2D, MidAttention, UNetMidBlock2D, Upsample2D};
 use crate::nn::unet::layers::Init;
 use crate::nn::unet::resnet::{ResnetBlock2D, ResnetOptions};
@@ -135,12 +136,12 @@ impl Encoder {
 
     /// `[B, in_channels, H, W]` -> `[B, 2 latent_channels, h, w]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut h = self.conv_in.forward(x);
+        let mut h = conv2d(&self.conv_in, x);
         for block in &self.down_blocks {
             h = block.forward(h);
         }
         h = self.mid_block.forward(h, None);
-        self.conv_out.forward(silu(self.conv_norm_out.forward(h)))
+        conv2d(&self.conv_out, silu(self.conv_norm_out.forward(h)))
     }
 }
 
@@ -194,11 +195,11 @@ impl Decoder {
 
     /// `[B, latent_channels, h, w]` -> `[B, out_channels, h 2^(levels-1), w 2^(levels-1)]`.
     pub fn forward(&self, z: Tensor<4>) -> Tensor<4> {
-        let mut h = self.conv_in.forward(z);
+        let mut h = conv2d(&self.conv_in, z);
         h = self.mid_block.forward(h, None);
         for block in &self.up_blocks {
             h = block.forward(h);
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(h)))
+        conv2d(&self.conv_out, silu(self.conv_norm_out.forward(h)))
     }
 }

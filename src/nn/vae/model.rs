@@ -13,6 +13,7 @@ use super::blocks::{Decoder, Encoder};
 use super::config::{AutoencoderKLConfig, LOGVAR_RANGE};
 use crate::error::Result;
 use crate::likelihood::terms::normal_kl;
+use crate::nn::cpu::op::conv2d;
 use crate::nn::unet::layers::Init;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -131,7 +132,7 @@ impl AutoencoderKL {
     pub fn encode(&self, x: Tensor<4>) -> DiagonalGaussian {
         let moments = self.encoder.forward(self.cast(x));
         let moments = match &self.quant_conv {
-            Some(conv) => conv.forward(moments),
+            Some(conv) => conv2d(conv, moments),
             None => moments,
         };
         DiagonalGaussian::from_moments(moments)
@@ -141,7 +142,7 @@ impl AutoencoderKL {
     pub fn decode(&self, z: Tensor<4>) -> Tensor<4> {
         let z = self.cast(z);
         let z = match &self.post_quant_conv {
-            Some(conv) => conv.forward(z),
+            Some(conv) => conv2d(conv, z),
             None => z,
         };
         self.decoder.forward(z)

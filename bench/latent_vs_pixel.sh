@@ -13,7 +13,7 @@
 # Same width: both UNets have WIDTH channels at every level and LAYERS resnets per level; the
 # pixel UNet runs at 28, 14 and 7 pixels, the latent UNet at 7 (a 7x7 latent allows one level).
 # Usage: bash bench/latent_vs_pixel.sh   (env: OUT, WIDTH, LAYERS, VAE_CHANNELS, VAE_STEPS,
-#        PIXEL_STEPS,
+#        PIXEL_STEPS, DIFFUSE_BIN,
 #        SAMPLER, SAMPLER_STEPS, EVAL_N, EVAL_SEEDS, SEED, THREADS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +29,12 @@ EVAL_N=${EVAL_N:-500}
 EVAL_SEEDS=${EVAL_SEEDS:-2}
 SEED=${SEED:-0}
 export RAYON_NUM_THREADS=${THREADS:-$(nproc)}
-cargo build --release -q
-BIN="${CARGO_TARGET_DIR:-target}/release/diffuse"
+# DIFFUSE_BIN: a prebuilt diffuse binary (the build is then skipped).
+if [ -z "${DIFFUSE_BIN:-}" ]; then
+  cargo build --release -q
+  DIFFUSE_BIN="${CARGO_TARGET_DIR:-target}/release/diffuse"
+fi
+BIN=$DIFFUSE_BIN
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
 : >"$LOG"

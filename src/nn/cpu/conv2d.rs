@@ -154,8 +154,14 @@ fn col2im(g: &ConvGeometry, dcol: &[f32], dx: &mut [f32]) {
                     let first = lo * s + j - g.pad;
                     let dst = &mut plane[y * g.w + first..];
                     let src = &row[oy * g.wo + lo..oy * g.wo + hi];
-                    for (d, v) in dst.iter_mut().step_by(s).zip(src) {
-                        *d += v;
+                    if s == 1 {
+                        for (d, v) in dst[..hi - lo].iter_mut().zip(src) {
+                            *d += v;
+                        }
+                    } else {
+                        for (d, v) in dst.iter_mut().step_by(s).zip(src) {
+                            *d += v;
+                        }
                     }
                 }
             }

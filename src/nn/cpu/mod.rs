@@ -1,12 +1,18 @@
 //! Hand-written float32 CPU kernels behind burn's backend-extension mechanism: the matrix
-//! product they share, and the 2-D convolution (forward and backward) that the UNet and the
-//! VAE route through on the flex backend (`op`), tested against burn's own ops. On any other
-//! backend (CUDA, wgpu) the networks keep burn's kernels.
+//! product they share, and the 2-D convolution and GroupNorm (+ SiLU), forward and backward,
+//! that the UNet and the VAE route through on the flex backend (`conv_op`, `norm_op`), tested
+//! against burn's own ops and float64 definitions. On any other backend (CUDA, wgpu), or with
+//! [`set_enabled`] off, the networks run burn's own ops.
 
 pub mod conv2d;
+pub mod conv_op;
 pub mod gemm;
-pub mod op;
+pub mod group_norm;
+pub mod norm_op;
 
+use burn::backend::flex::FlexTensor;
+use burn::backend::DispatchDevice;
+use burn::tensor::{DType, Tensor, TensorData};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -21,4 +27,27 @@ pub fn set_enabled(on: bool) {
 /// Whether the hand-written kernels are on ([`set_enabled`]).
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
+}
+
+/// Whether `x` can go through the kernels: they are on, and `x` is float32 on the flex device
+/// (with or without autodiff).
+pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
+    enabled()
+        && x.dtype() == DType::F32
+        && matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// A flex tensor in row-major order (a copy only if it is not already contiguous).
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    t.to_contiguous()
+}
+
+/// The values of a contiguous float32 flex tensor.
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("the CPU kernels take contiguous float32 tensors")
+}
+
+fn flex(values: Vec<f32>, shape: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
 }

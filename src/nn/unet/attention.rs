@@ -8,6 +8,7 @@
 //! ```
 
 use super::layers::Init;
+use crate::nn::cpu::norm_op::group_norm;
 use burn::module::Module;
 use burn::nn::{GroupNorm, Linear};
 use burn::tensor::activation::softmax;
@@ -62,7 +63,7 @@ impl Attention {
         // [B, C, HW], normalised over groups of channels, then tokens first: [B, HW, C]
         let h = x.clone().reshape([b, c, l]);
         let h = match &self.group_norm {
-            Some(norm) => norm.forward(h),
+            Some(norm) => group_norm(norm, h, false),
             None => h,
         };
         let h = h.swap_dims(1, 2);

@@ -11,7 +11,7 @@ use super::attention::Attention;
 use super::config::{BlockPlan, UNet2DConfig};
 use super::layers::Init;
 use super::resnet::{ResnetBlock2D, ResnetOptions};
-use crate::nn::cpu::op::conv2d;
+use crate::nn::cpu::conv_op::conv2d;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;

@@ -18,7 +18,8 @@ use super::config::UNet2DConfig;
 use super::layers::Init;
 use crate::denoiser::Network;
 use crate::error::Result;
-use crate::nn::cpu::op::conv2d;
+use crate::nn::cpu::conv_op::conv2d;
+use crate::nn::cpu::norm_op::group_norm;
 use crate::nn::embedding::sinusoidal_embedding_with;
 use crate::tensor::from_rows;
 use burn::module::Module;
@@ -241,7 +242,7 @@ impl UNet2DModel {
         for block in &self.up_blocks {
             h = block.forward(h, &mut skips, &temb);
         }
-        let out = conv2d(&self.conv_out, silu(self.conv_norm_out.forward(h)));
+        let out = conv2d(&self.conv_out, group_norm(&self.conv_norm_out, h, true));
         if in_dtype == dtype {
             out
         } else {

@@ -12,7 +12,8 @@
 
 use super::config::{ActFn, TimeScaleShift, UNet2DConfig};
 use super::layers::Init;
-use crate::nn::cpu::op::conv2d;
+use crate::nn::cpu::conv_op::conv2d;
+use crate::nn::cpu::norm_op::group_norm;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, Linear, PaddingConfig2d};
@@ -121,29 +122,33 @@ impl ResnetBlock2D {
     /// `x`: `[B, C_in, H, W]`, `temb`: `[B, E]` (before the activation; `None` for a block
     /// without a time input); returns `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let h = conv2d(&self.conv1, act(self.act_fn, self.norm1.forward(x.clone())));
+        // SiLU is the only activation (`act`), so norm + activation is one fused op.
+        let h = conv2d(&self.conv1, group_norm(&self.norm1, x.clone(), true));
         let [b, c, _, _] = h.dims();
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
                 // [B, E] -> [B, C] or [B, 2C]
                 let e = proj.forward(act(self.act_fn, temb.clone()));
                 match self.time_scale_shift {
-                    TimeScaleShift::Default => self.norm2.forward(h + e.reshape([b, c, 1, 1])),
+                    TimeScaleShift::Default => {
+                        group_norm(&self.norm2, h + e.reshape([b, c, 1, 1]), true)
+                    }
                     TimeScaleShift::ScaleShift => {
                         let scale = e.clone().slice([0..b, 0..c]).reshape([b, c, 1, 1]);
                         let shift = e.slice([0..b, c..2 * c]).reshape([b, c, 1, 1]);
-                        self.norm2.forward(h) * (scale.add_scalar(1.0)) + shift
+                        let h = group_norm(&self.norm2, h, false);
+                        act(self.act_fn, h * (scale.add_scalar(1.0)) + shift)
                     }
                 }
             }
-            (None, None) => self.norm2.forward(h),
+            (None, None) => group_norm(&self.norm2, h, true),
             (proj, _) => panic!(
                 "resnet block with{} a time projection called with{} a time embedding",
                 if proj.is_some() { "" } else { "out" },
                 if proj.is_some() { "out" } else { "" },
             ),
         };
-        let h = conv2d(&self.conv2, self.dropout.forward(act(self.act_fn, h)));
+        let h = conv2d(&self.conv2, self.dropout.forward(h));
         let skip = match &self.conv_shortcut {
             Some(conv) => conv2d(conv, x),
             None => x,

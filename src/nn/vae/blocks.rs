@@ -9,14 +9,14 @@
 //! ```
 
 use super::config::{AutoencoderKLConfig, NORM_EPS};
-use crate::nn::cpu::op::conv2d;
+use crate::nn::cpu::conv_op::conv2d;
+use crate::nn::cpu::norm_op::group_norm;
 use crate::nn::unet::blocks::{Downsample2D, MidAttention, UNetMidBlock2D, Upsample2D};
 use crate::nn::unet::layers::Init;
 use crate::nn::unet::resnet::{ResnetBlock2D, ResnetOptions};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
-use burn::tensor::activation::silu;
 use burn::tensor::Tensor;
 
 /// The VAE's resnets: no time embedding, eps 1e-6, no dropout.
@@ -141,7 +141,7 @@ impl Encoder {
             h = block.forward(h);
         }
         h = self.mid_block.forward(h, None);
-        conv2d(&self.conv_out, silu(self.conv_norm_out.forward(h)))
+        conv2d(&self.conv_out, group_norm(&self.conv_norm_out, h, true))
     }
 }
 
@@ -200,6 +200,6 @@ impl Decoder {
         for block in &self.up_blocks {
             h = block.forward(h);
         }
-        conv2d(&self.conv_out, silu(self.conv_norm_out.forward(h)))
+        conv2d(&self.conv_out, group_norm(&self.conv_norm_out, h, true))
     }
 }

@@ -13,7 +13,7 @@ use super::blocks::{Decoder, Encoder};
 use super::config::{AutoencoderKLConfig, LOGVAR_RANGE};
 use crate::error::Result;
 use crate::likelihood::terms::normal_kl;
-use crate::nn::cpu::op::conv2d;
+use crate::nn::cpu::conv_op::conv2d;
 use crate::nn::unet::layers::Init;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;

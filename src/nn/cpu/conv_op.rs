@@ -5,6 +5,7 @@
 //! call: on any other device, dtype or convolution shape it is burn's own `Conv2d::forward`.
 
 use super::conv2d::{self, ConvGeometry};
+use super::{contiguous, flex, slice};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -12,10 +13,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata};
+use burn::backend::{backend_extension, Backend, Dispatch, Flex, TensorMetadata};
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait CpuConv2d: Backend {
@@ -33,20 +34,6 @@ fn dims4(t: &FlexTensor) -> [usize; 4] {
     t.shape().dims::<4>()
 }
 
-/// A float32 tensor's values in row-major order (copied only if not contiguous).
-fn values(t: &FlexTensor) -> FlexTensor {
-    t.to_contiguous()
-}
-
-fn slice(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("cpu_conv2d takes contiguous float32 tensors")
-}
-
-fn flex(values: Vec<f32>, shape: &[usize]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
-}
-
 fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize, padding: usize) -> ConvGeometry {
     ConvGeometry::new(dims4(x), dims4(weight), stride, padding)
         .expect("cpu_conv2d: shapes checked by conv2d()")
@@ -61,7 +48,7 @@ impl CpuConv2d for Flex {
         padding: usize,
     ) -> FlexTensor {
         let g = geometry(&x, &weight, stride, padding);
-        let (x, weight, bias) = (values(&x), values(&weight), values(&bias));
+        let (x, weight, bias) = (contiguous(&x), contiguous(&weight), contiguous(&bias));
         let y = conv2d::forward(&g, slice(&x), slice(&weight), slice(&bias));
         flex(y, &[g.batch, g.c_out, g.ho, g.wo])
     }
@@ -76,7 +63,7 @@ impl Backward<Flex, 3> for CpuConv2dBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_weight, node_bias] = ops.parents;
-        let dy = values(&grads.consume::<Flex>(&ops.node));
+        let dy = contiguous(&grads.consume::<Flex>(&ops.node));
         let (x, weight, g) = ops.state;
         let (dx, dw, db) =
             conv2d::backward(&g, slice(&x), slice(&weight), slice(&dy), node_x.is_some());
@@ -106,7 +93,7 @@ impl<C: CheckpointStrategy> CpuConv2d for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (x, weight) = (values(x.primitive()), values(weight.primitive()));
+                let (x, weight) = (contiguous(x.primitive()), contiguous(weight.primitive()));
                 let g = geometry(&x, &weight, stride, padding);
                 let y = Flex::cpu_conv2d(
                     x.clone(),
@@ -132,10 +119,7 @@ impl<C: CheckpointStrategy> CpuConv2d for Autodiff<Flex, C> {
 /// device (with or without autodiff), a bias, groups 1, dilation 1, equal strides and equal
 /// explicit padding on all sides.
 fn cpu_kernel_applies(conv: &Conv2d, x: &Tensor<4>) -> Option<(usize, usize)> {
-    let device = x.device().inner();
-    if !super::enabled()
-        || !matches!(device.as_dispatch(), DispatchDevice::Flex(_))
-        || x.dtype() != DType::F32
+    if !super::applies(x)
         || conv.weight.val().dtype() != DType::F32
         || conv.bias.is_none()
         || conv.groups != 1
@@ -174,10 +158,10 @@ mod tests {
     use super::*;
     use burn::module::Param;
     use burn::nn::conv::Conv2dConfig;
-    use burn::tensor::Device;
+    use burn::tensor::{Device, TensorData};
 
     fn flat<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-        t.into_data().convert::<f64>().to_vec().unwrap()
+        t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()
     }
 
     /// A conv of the given shape with seeded weights, and a seeded input, on `device`.

@@ -29,6 +29,10 @@ out=""
 for round in $(seq "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
   out+=$(RAYON_NUM_THREADS=$THREADS bash -c "$DIFFUSE_CMD" | grep '^{')$'\n'
+  # The same network on burn's own ops (the "before" of the CPU kernels), unless BEFORE=0.
+  if [ "${BEFORE:-1}" = 1 ]; then
+    out+=$(RAYON_NUM_THREADS=$THREADS bash -c "$DIFFUSE_CMD --burn-kernels" | grep '^{')$'\n'
+  fi
   out+=$(BENCH_THREADS=$THREADS bench/.venv/bin/python -W ignore bench/train_unet.py \
     "$SECONDS_PER" --config "$CONFIG" | grep '^{')$'\n'
 done
@@ -36,24 +40,29 @@ echo "$out"
 python3 - "$out" "$THREADS" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
+def side(r):
+    return "diffuse-burn-ops" if r.get("kernels") == "burn" else r["impl"]
 def ms(r):
     return r["ms_per_step"] if r["what"] == "train" else r["ms_per_forward"]
 best = {}
 for r in rows:
-    k = (r["impl"], r["what"], r["batch"])
+    k = (side(r), r["what"], r["batch"])
     if k not in best or ms(r) < ms(best[k]):
         best[k] = r
 nan = float("nan")
 print(f"threads = {sys.argv[2]}, best of rounds; ms per train step / per sampling forward")
-print(f"{'what':>6} {'batch':>5} {'diffuse ms':>10} {'pytorch ms':>10} {'pt/diffuse':>10} "
+print(f"{'what':>17} {'batch':>5} {'diffuse ms':>10} {'pytorch ms':>10} {'pt/diffuse':>10} "
       f"{'diffuse MB':>10} {'pytorch MB':>10} {'gflop':>7} {'diffuse GF/s':>12} {'pytorch GF/s':>12}")
 for what, batch in sorted({(r["what"], r["batch"]) for r in rows}, key=lambda k: (k[0] != "train", -k[1])):
-    d, p = best.get(("diffuse", what, batch)), best.get(("pytorch", what, batch))
+  for label in ["diffuse", "diffuse-burn-ops"]:
+    d, p = best.get((label, what, batch)), best.get(("pytorch", what, batch))
+    if d is None:
+        continue
     d_ms, p_ms = (ms(d) if d else nan), (ms(p) if p else nan)
     # The same architecture does the same work: pytorch's FLOP count (FlopCounterMode) is used
     # for both sides, diffuse's own only when there is no pytorch row.
     gflop = (p or d or {}).get("gflop", nan)
-    print(f"{what:>6} {batch:>5} {d_ms:>10.1f} {p_ms:>10.1f} {p_ms / d_ms:>10.2f} "
+    print(f"{what + (' (burn ops)' if label != 'diffuse' else ''):>17} {batch:>5} {d_ms:>10.1f} {p_ms:>10.1f} {p_ms / d_ms:>10.2f} "
           f"{(d or {}).get('peak_rss_mb', nan):>10.0f} {(p or {}).get('peak_rss_mb', nan):>10.0f} "
           f"{gflop:>7.2f} {gflop / d_ms * 1e3:>12.1f} {gflop / p_ms * 1e3:>12.1f}")
 PY

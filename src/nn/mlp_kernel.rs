@@ -16,12 +16,9 @@
 //! `dW_l = h_{l-1}^T dz_l`, `db_l = sum_n dz_l`, `dtemb += dz_l`, `dh_{l-1} = dz_l W_l^T`;
 //! then the time MLP the same way from `dtemb`.
 
+use super::cpu::exp::sigmoid;
 use super::cpu::gemm::matmul;
 use super::mlp::{LinearSlot, MlpConfig, MlpParams};
-
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
-}
 
 /// `z = x W + b (+ add)` then, if `activate`, `s = sigmoid(z)` and `h = z s` (one pass).
 #[allow(clippy::too_many_arguments)]

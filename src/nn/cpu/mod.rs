@@ -6,6 +6,7 @@
 
 pub mod conv2d;
 pub mod conv_op;
+pub mod exp;
 pub mod gemm;
 pub mod group_norm;
 pub mod norm_op;

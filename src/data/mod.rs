@@ -78,6 +78,15 @@ pub enum ImageSource {
 }
 
 impl ImageSource {
+    /// A short name: `fashion-mnist`, or the file or folder.
+    pub fn name(&self) -> String {
+        match self {
+            ImageSource::FashionMnist { .. } => "fashion-mnist".to_string(),
+            ImageSource::Idx { images, .. } => images.display().to_string(),
+            ImageSource::Folder { path } => path.display().to_string(),
+        }
+    }
+
     /// The training images.
     pub fn load_train(&self) -> Result<ImageSet> {
         Ok(match self {
@@ -162,21 +171,8 @@ impl DataSpec {
         match self {
             DataSpec::Toy { name } => name.name().to_string(),
             DataSpec::File { path, .. } => path.display().to_string(),
-            DataSpec::Images { source, .. } => match source {
-                ImageSource::FashionMnist { .. } => "fashion-mnist".to_string(),
-                ImageSource::Idx { images, .. } => images.display().to_string(),
-                ImageSource::Folder { path } => path.display().to_string(),
-            },
-            DataSpec::Latent { source, .. } => format!(
-                "latent-{}",
-                DataSpec::Images {
-                    source: source.clone(),
-                    shape: [0; 3],
-                    num_classes: 0,
-                    hflip: false,
-                }
-                .name()
-            ),
+            DataSpec::Images { source, .. } => source.name(),
+            DataSpec::Latent { source, .. } => format!("latent-{}", source.name()),
         }
     }
 

@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1.0)]
     guidance: f64,
     /// Images: the feature classifier's folder (trained there on first use; default
-    /// runs/classifier-<data>).
+    /// runs/classifier-<image data>, shared by pixel and latent runs on the same images).
     #[arg(long)]
     classifier: Option<PathBuf>,
     /// Images: test images for bits/dim (0 skips it).

@@ -124,11 +124,14 @@ pub fn run(run: &Run, args: &ImageEvalArgs) -> anyhow::Result<()> {
             train.len()
         );
     }
+    // One classifier per image source: a latent run's decoded samples are scored in the same
+    // features as a pixel run on the same images, so their distances compare.
     let dir = args.classifier.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(format!(
-            "classifier-{}",
-            run.config.data.name().replace(['/', ':'], "_")
-        ))
+        let name = match run.config.data.image_source() {
+            Some((source, _)) => source.name(),
+            None => run.config.data.name(),
+        };
+        PathBuf::from("runs").join(format!("classifier-{}", name.replace(['/', ':'], "_")))
     });
     let clf = classifier(&dir, &train, &device)?;
     let test_all: Vec<usize> = (0..test.len()).collect();

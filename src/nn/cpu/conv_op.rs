@@ -156,13 +156,10 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::cpu::test_util::{assert_close, flat};
     use burn::module::Param;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Device, TensorData};
-
-    fn flat<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-        t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()
-    }
 
     /// A conv of the given shape with seeded weights, and a seeded input, on `device`.
     fn case(
@@ -197,16 +194,6 @@ mod tests {
         ([3, 4, 7, 7], 4, 3, 2, 1),
         ([6, 4, 5, 5], 2, 1, 1, 0),
     ];
-
-    fn assert_close(ours: &[f64], theirs: &[f64], tol: f64, what: &str) {
-        assert_eq!(ours.len(), theirs.len(), "{what}");
-        for (a, b) in ours.iter().zip(theirs) {
-            assert!(
-                (a - b).abs() <= tol * (1.0 + b.abs()),
-                "{what}: {a} vs burn {b}"
-            );
-        }
-    }
 
     #[test]
     fn the_kernel_applies_on_flex_float32_and_matches_burn_forward() {

@@ -52,3 +52,25 @@ fn slice(t: &FlexTensor) -> &[f32] {
 fn flex(values: Vec<f32>, shape: &[usize]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
 }
+
+/// What the kernels' tests against burn's ops share.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use burn::tensor::Tensor;
+
+    /// A tensor's values, row-major, as float64.
+    pub fn flat<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+        t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()
+    }
+
+    /// `|ours - burn| <= tol (1 + |burn|)` elementwise.
+    pub fn assert_close(ours: &[f64], theirs: &[f64], tol: f64, what: &str) {
+        assert_eq!(ours.len(), theirs.len(), "{what}");
+        for (a, b) in ours.iter().zip(theirs) {
+            assert!(
+                (a - b).abs() <= tol * (1.0 + b.abs()),
+                "{what}: {a} vs burn {b}"
+            );
+        }
+    }
+}

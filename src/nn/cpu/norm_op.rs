@@ -167,13 +167,10 @@ pub fn group_norm<const D: usize>(norm: &GroupNorm, x: Tensor<D>, then_silu: boo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::cpu::test_util::{assert_close, flat};
     use burn::module::Param;
     use burn::nn::GroupNormConfig;
     use burn::tensor::{Device, TensorData};
-
-    fn flat<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-        t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()
-    }
 
     fn wave(len: usize, f: f32) -> Vec<f32> {
         (0..len).map(|i| (i as f32 * f).sin() * 1.5 + 0.2).collect()
@@ -195,16 +192,6 @@ mod tests {
             device,
         );
         (norm, x)
-    }
-
-    fn assert_close(ours: &[f64], theirs: &[f64], tol: f64, what: &str) {
-        assert_eq!(ours.len(), theirs.len(), "{what}");
-        for (a, b) in ours.iter().zip(theirs) {
-            assert!(
-                (a - b).abs() <= tol * (1.0 + b.abs()),
-                "{what}: {a} vs burn {b}"
-            );
-        }
     }
 
     #[test]

@@ -23,7 +23,12 @@ Prints one JSON line per part, like the Rust side:
   {"impl": "pytorch", "what": "train", "batch": 64, "threads": 2, "ms_per_step": ..., ...}
   {"impl": "pytorch", "what": "sample", "batch": 64, "threads": 2, "ms_per_forward": ..., ...}
 
+With --device cuda (bench/gpu.sh) the model and every tensor live on the GPU (the random
+batches are drawn on the CPU from the same seeded generator, then moved), each timed call ends
+with torch.cuda.synchronize(), and gpu_peak_mb is torch.cuda.max_memory_allocated().
+
 Usage: train_unet.py [seconds] [--batch 64] [--what train|sample|both] [--config PATH]
+                     [--device cpu|cuda|cuda:N]
 Threads: BENCH_THREADS (default: all cores).
 """
 import argparse
@@ -40,6 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import diffusers
 
 THREADS = int(os.environ.get("BENCH_THREADS", os.cpu_count()))
+DEVICE = torch.device("cpu")  # set from --device in main()
 torch.set_num_threads(THREADS)
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -58,13 +64,24 @@ def timed(fn, seconds):
     """Runs fn WARMUP times, then until `seconds` elapsed (at least MIN_ITERS); ms per call."""
     for _ in range(WARMUP):
         fn()
+    sync()
     times = []
     start = time.perf_counter()
     while len(times) < MIN_ITERS or time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append((time.perf_counter() - t0) * 1e3)
     return times
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def gpu_peak_mb():
+    return torch.cuda.max_memory_allocated(DEVICE) / 2**20 if DEVICE.type == "cuda" else None
 
 
 def count_gflop(fn):
@@ -89,7 +106,7 @@ def random_batch(gen, batch, config):
     labels = torch.randint(0, NUM_CLASSES, (batch,), generator=gen)
     drop = torch.rand(batch, generator=gen) < NULL_LABEL_PROB
     labels = torch.where(drop, torch.full_like(labels, NUM_CLASSES), labels)
-    return x0, labels
+    return x0.to(DEVICE), labels.to(DEVICE)
 
 
 def train_part(model, config, batch, seconds):
@@ -98,13 +115,13 @@ def train_part(model, config, batch, seconds):
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=0.01, eps=1e-8)
     betas = torch.linspace(1e-4, 0.02, NUM_TRAIN_TIMESTEPS, dtype=torch.float64)
-    alpha_bar = torch.cumprod(1 - betas, 0).float()
+    alpha_bar = torch.cumprod(1 - betas, 0).float().to(DEVICE)
     step_count = [0]
 
     def forward_backward():
         x0, labels = random_batch(gen, batch, config)
-        t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (batch,), generator=gen)
-        eps = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (batch,), generator=gen).to(DEVICE)
+        eps = torch.randn(x0.shape, generator=gen).to(DEVICE)
         a = alpha_bar[t].sqrt().view(-1, 1, 1, 1)
         s = (1 - alpha_bar[t]).sqrt().view(-1, 1, 1, 1)
         x_t = a * x0 + s * eps
@@ -136,9 +153,9 @@ def train_part(model, config, batch, seconds):
 def sample_part(model, config, batch, seconds):
     gen = torch.Generator().manual_seed(2)
     size = config["sample_size"]
-    x = torch.randn(batch, config["in_channels"], size, size, generator=gen)
-    labels = torch.randint(0, NUM_CLASSES + 1, (batch,), generator=gen)
-    t = torch.full((batch,), 500, dtype=torch.long)  # one sampler step: same t for the batch
+    x = torch.randn(batch, config["in_channels"], size, size, generator=gen).to(DEVICE)
+    labels = torch.randint(0, NUM_CLASSES + 1, (batch,), generator=gen).to(DEVICE)
+    t = torch.full((batch,), 500, dtype=torch.long, device=DEVICE)  # one sampler step: same t for the batch
 
     def forward():
         with torch.no_grad():
@@ -159,9 +176,13 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--what", choices=["train", "sample", "both"], default="both")
     parser.add_argument("--config", default=os.path.join(here, "unet_default.json"))
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
 
     model, config = build_model(args.config)
+    model.to(DEVICE)
     n_params = sum(p.numel() for p in model.parameters())
     base_rss = peak_rss_mb()
     parts = ["sample", "train"] if args.what == "both" else [args.what]
@@ -175,6 +196,7 @@ def main():
             "ms_min": round(min(times), 3), "ms_max": round(max(times), 3), "iters": len(times),
             "peak_rss_mb": round(rss, 1), "base_rss_mb": round(base_rss, 1),
             "gflop": round(gflop, 3), "params": n_params,
+            "device": args.device, "gpu_peak_mb": gpu_peak_mb(),
             "torch": torch.__version__, "diffusers": diffusers.__version__,
         }), flush=True)
 

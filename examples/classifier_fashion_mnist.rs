@@ -8,7 +8,6 @@
 //! `/usr/share/datasets/fashion-mnist`).
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::Device;
 use diffuse::eval::classifier::{train_classifier, ClassifierConfig, ClassifierTrainOptions};
 use diffuse::eval::frechet::{frechet_distance, GaussianStats};
 use std::io::Read;
@@ -60,7 +59,7 @@ fn main() -> Result<()> {
         .unwrap_or(defaults.batch_size);
     let (train_images, train_labels) = load(dir, "train")?;
     let (test_images, test_labels) = load(dir, "t10k")?;
-    let device = Device::default();
+    let device = diffuse::device::cpu();
     let opts = ClassifierTrainOptions {
         epochs,
         batch_size,

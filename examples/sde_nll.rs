@@ -3,7 +3,7 @@
 //! PF-ODE sample quality against the number of steps, and the discrete VLB against the PF-ODE
 //! NLL. Every number is seeded; `cargo run --release --example sde_nll`.
 
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Tensor};
 use diffuse::likelihood::{bits_per_dim, mean_ci95, pf_ode_log_likelihood, vlb};
 use diffuse::oracle::{Covariance, GaussianMixture};
 use diffuse::rng::SampleRng;
@@ -25,7 +25,7 @@ const SEED: u64 = 2026;
 
 fn batch(values: Vec<f64>, d: usize) -> Tensor<2> {
     let n = values.len() / d;
-    from_rows(values, n, d, &Device::default(), DType::F64)
+    from_rows(values, n, d, &diffuse::device::cpu(), DType::F64)
 }
 
 /// Sliced Wasserstein-1 over `k` random directions (seed 99) between two 2-D sets.

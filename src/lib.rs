@@ -16,6 +16,7 @@
 pub mod compat;
 pub mod data;
 pub mod denoiser;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod forward;

@@ -1,7 +1,7 @@
 //! Special functions in float64 for host-side numerics: ln Gamma, the Beta CDF and quantile
 //! (diffusers' beta sigmas, [`crate::sample::grid::SigmaConversion::Beta`]) and erf.
 
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 
 /// ln Gamma(x) for x > 0 (Lanczos, g = 7, 9 terms: about 1e-15 relative).
 fn ln_gamma(x: f64) -> f64 {
@@ -92,7 +92,7 @@ pub fn beta_ppf(p: f64, a: f64, b: f64) -> f64 {
 pub fn erf(x: f64) -> f64 {
     Tensor::<1>::from_data(
         TensorData::new(vec![x], [1]),
-        (&Device::default(), DType::F64),
+        (&crate::device::cpu(), DType::F64),
     )
     .erf()
     .into_scalar::<f64>()

@@ -127,7 +127,7 @@ mod tests {
     use super::*;
     use crate::schedule::ScheduleConfig;
     use crate::tensor::{from_rows, to_vec};
-    use burn::tensor::{DType, Device};
+    use burn::tensor::DType;
 
     #[test]
     fn step_formulas_reproduce_the_full_chain_tables() {
@@ -200,7 +200,7 @@ mod tests {
             vec![-1.0, 0.0, 1.0, -1.0, 0.0, 1.0],
             2,
             3,
-            &Device::default(),
+            &crate::device::cpu(),
             DType::F64,
         );
         let lv =

@@ -4,26 +4,15 @@
 use std::path::Path;
 use std::process::Command;
 
-fn diffuse(args: &[&str], cwd: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_diffuse"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "diffuse {args:?} failed:\n{text}");
-    text
-}
+#[path = "common/cli.rs"]
+mod cli;
+use cli::ok;
 
 #[test]
 fn train_sample_eval_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    diffuse(
+    ok(
         &[
             "train",
             "--data",
@@ -67,7 +56,7 @@ fn train_sample_eval_end_to_end() {
     assert_eq!(config["model"]["hidden"], 32);
 
     // Resume to 80 steps: metrics are appended.
-    diffuse(
+    ok(
         &[
             "train", "--out", "run", "--resume", "--steps", "80", "--quiet",
         ],
@@ -76,7 +65,7 @@ fn train_sample_eval_end_to_end() {
     let metrics = std::fs::read_to_string(d.join("run/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 8);
 
-    diffuse(
+    ok(
         &[
             "sample",
             "--run",
@@ -105,7 +94,7 @@ fn train_sample_eval_end_to_end() {
     let npy = diffuse::data::file::parse_npy(&std::fs::read(d.join("s.npy")).unwrap()).unwrap();
     assert_eq!(npy, csv);
 
-    let text = diffuse(
+    let text = ok(
         &[
             "eval",
             "--run",
@@ -175,7 +164,7 @@ fn trains_on_a_user_csv_and_samples_in_its_units() {
     // units. Checked exactly: the same sampler run through the library, de-standardised with
     // the stored constants, matches the CSV (tolerance 1e-9 relative: both are the same float32
     // samples; CSV holds shortest round-trip decimals).
-    use burn::tensor::{DType, Device};
+    use burn::tensor::DType;
     use diffuse::data::DataSpec;
     use diffuse::denoiser::{NetworkDenoiser, Parameterization};
     use diffuse::sample::registry::{sample, SamplerConfig, SamplerKind};
@@ -189,7 +178,7 @@ fn trains_on_a_user_csv_and_samples_in_its_units() {
         csv += &format!("{},{}\n", 100.0 + 10.0 * a.cos(), -50.0 + 10.0 * a.sin());
     }
     std::fs::write(d.join("points.csv"), csv).unwrap();
-    diffuse(
+    ok(
         &[
             "train",
             "--data",
@@ -208,7 +197,7 @@ fn trains_on_a_user_csv_and_samples_in_its_units() {
         ],
         d,
     );
-    diffuse(
+    ok(
         &[
             "sample",
             "--run",
@@ -236,7 +225,7 @@ fn trains_on_a_user_csv_and_samples_in_its_units() {
         "{mean:?}"
     );
     let (ema, _, _) = load_model(&run, &config).unwrap();
-    let device = Device::default();
+    let device = diffuse::device::cpu();
     let denoiser = NetworkDenoiser {
         net: diffuse::nn::Net::new(&config.model, &ema, &device).unwrap(),
         parameterization: Parameterization::Discrete {
@@ -294,7 +283,7 @@ fn score_sde_train_sample_eval_nll_end_to_end() {
         "64",
         "--quiet",
     ];
-    diffuse(&train, d);
+    ok(&train, d);
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("sde/config.json")).unwrap()).unwrap();
     assert_eq!(config["sde"]["kind"], "ve");
@@ -311,7 +300,7 @@ fn score_sde_train_sample_eval_nll_end_to_end() {
         "--out",
         "pc.png",
     ];
-    diffuse(&sample, d);
+    ok(&sample, d);
     assert!(d.join("pc.png").exists() && d.join("pc.csv").exists());
     let eval = [
         "eval",
@@ -329,7 +318,7 @@ fn score_sde_train_sample_eval_nll_end_to_end() {
         "--nll-points",
         "30",
     ];
-    let text = diffuse(&eval, d);
+    let text = ok(&eval, d);
     assert!(text.contains("NLL (PF-ODE, ve SDE"), "{text}");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("sde/eval.json")).unwrap()).unwrap();
@@ -375,7 +364,7 @@ fn image_train_sample_with_class_and_guidance() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fashion-mnist");
-    diffuse(
+    ok(
         &[
             "train",
             "--data",
@@ -400,7 +389,7 @@ fn image_train_sample_with_class_and_guidance() {
         serde_json::from_str(&std::fs::read_to_string(d.join("img/unet/config.json")).unwrap())
             .unwrap();
     assert_eq!(unet["num_class_embeds"], 11, "10 classes + the null class");
-    let out = diffuse(
+    let out = ok(
         &[
             "sample",
             "--run",
@@ -430,7 +419,7 @@ fn image_train_sample_with_class_and_guidance() {
     let header = String::from_utf8_lossy(&npy[10..128]);
     assert!(header.contains("(20, 1, 28, 28)"), "{header}");
     assert!(d.join("traj.png").exists());
-    diffuse(
+    ok(
         &[
             "sample",
             "--run",
@@ -480,7 +469,7 @@ fn default_image_unet_is_the_benchmarked_one() {
     let d = dir.path();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let fixture = root.join("tests/fixtures/fashion-mnist");
-    diffuse(
+    ok(
         &[
             "train",
             "--data",

@@ -2,7 +2,7 @@
 //! under each SDE: a short run must improve the PF-ODE log-likelihood (SPEC §6) of held-out
 //! data over the untrained network by a stated margin.
 
-use burn::tensor::{DType, Device};
+use burn::tensor::DType;
 use diffuse::data::{DataSpec, ToyDataset};
 use diffuse::likelihood::pf_ode_log_likelihood;
 use diffuse::nn::{FlatParams, MlpConfig, ModelConfig, Net};
@@ -46,7 +46,7 @@ fn config(sde: &str, steps: u64) -> RunConfig {
 /// Mean PF-ODE log-likelihood (exact divergence, rtol = atol = 1e-5) of `points` under the
 /// score model with weights `params`.
 fn mean_log_p(sde: &dyn Sde, model: &ModelConfig, params: &FlatParams, points: &[f64]) -> f64 {
-    let device = Device::default().autodiff();
+    let device = diffuse::device::cpu().autodiff();
     let score = NetworkScore {
         net: Net::new(model, params, &device).unwrap(),
         sde,

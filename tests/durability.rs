@@ -14,25 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn diffuse(args: &[&str], cwd: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_diffuse"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn ok(args: &[&str], cwd: &Path) -> String {
-    let (success, text) = diffuse(args, cwd);
-    assert!(success, "diffuse {args:?} failed:\n{text}");
-    text
-}
+#[path = "common/cli.rs"]
+mod cli;
+use cli::{diffuse, ok};
 
 /// Every file under `dir` (relative path, bytes), sorted, except the metrics log, its plot and
 /// the report's records (report.html, sessions.jsonl, previews/index.jsonl), which carry

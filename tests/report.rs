@@ -5,14 +5,16 @@
 //! `diffuse report` rebuilds the page and `diffuse compare` writes the comparison page.
 
 use diffuse::data::{DataSpec, ToyDataset};
-use diffuse::nn::unet::config::{DownBlockType, UpBlockType};
-use diffuse::nn::unet::SampleSize;
-use diffuse::nn::{MlpConfig, ModelConfig, UNet2DConfig};
+use diffuse::nn::{MlpConfig, ModelConfig};
 use diffuse::prediction::PredictionType;
 use diffuse::report::{ReportOptions, REPORT_FILE};
 use diffuse::schedule::ScheduleConfig;
 use diffuse::train::{fit_with_report, FitOptions, RunConfig, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
+
+#[path = "common/images.rs"]
+mod unet_fixture;
+use unet_fixture::{fixture_data, tiny_unet};
 
 fn mlp_run(steps: u64, checkpoint_every: u64) -> RunConfig {
     RunConfig {
@@ -42,44 +44,15 @@ fn mlp_run(steps: u64, checkpoint_every: u64) -> RunConfig {
     }
 }
 
-/// A two-level UNet (8, 16 channels) on the committed Fashion-MNIST slice, class-conditional.
+/// A two-level UNet (8, 16 channels) on the committed Fashion-MNIST slice, class-conditional,
+/// checkpointing and logging every step.
 fn image_run(steps: u64) -> RunConfig {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fashion-mnist");
-    let data = DataSpec::from_arg(fixture.to_str().unwrap()).unwrap();
-    let unet = UNet2DConfig {
-        sample_size: Some(SampleSize::Square(28)),
-        in_channels: 1,
-        out_channels: 1,
-        down_block_types: vec![DownBlockType::DownBlock2D, DownBlockType::AttnDownBlock2D],
-        up_block_types: vec![UpBlockType::AttnUpBlock2D, UpBlockType::UpBlock2D],
-        block_out_channels: vec![8, 16],
-        layers_per_block: 1,
-        norm_num_groups: 4,
-        attention_head_dim: Some(8),
-        num_class_embeds: Some(11),
-        ..UNet2DConfig::default()
-    };
-    RunConfig {
-        model: ModelConfig::Unet(unet),
-        schedule: ScheduleConfig {
-            num_train_timesteps: 100,
-            ..ScheduleConfig::default()
-        },
-        prediction: PredictionType::Eps,
-        data,
-        train: TrainConfig {
-            steps,
-            batch_size: 4,
-            lr: 2e-3,
-            warmup_steps: 1,
-            ema_decay: 0.9,
-            checkpoint_every: 1,
-            log_every: 1,
-            ..TrainConfig::default()
-        },
-        seed: 5,
-        sde: None,
-    }
+    let mut cfg = unet_fixture::image_run(fixture_data(false), tiny_unet(Some(10), 1), steps, 4);
+    cfg.train.warmup_steps = 1;
+    cfg.train.checkpoint_every = 1;
+    cfg.train.log_every = 1;
+    cfg.seed = 5;
+    cfg
 }
 
 fn train(cfg: RunConfig, dir: &Path, report: &ReportOptions) -> Trainer {

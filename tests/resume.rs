@@ -9,34 +9,10 @@ use diffuse::train::config::Replan;
 use diffuse::train::lr::learning_rate;
 use diffuse::train::{fit, load_checkpoint, save_checkpoint, FitOptions, Trainer};
 use std::path::Path;
-use std::process::Command;
 
-/// Runs the binary in `cwd`; returns (success, stdout + stderr).
-fn diffuse(args: &[&str], cwd: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_diffuse"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn ok(args: &[&str], cwd: &Path) -> String {
-    let (success, text) = diffuse(args, cwd);
-    assert!(success, "diffuse {args:?} failed:\n{text}");
-    text
-}
-
-fn fails(args: &[&str], cwd: &Path) -> String {
-    let (success, text) = diffuse(args, cwd);
-    assert!(!success, "diffuse {args:?} should have failed:\n{text}");
-    text
-}
+#[path = "common/cli.rs"]
+mod cli;
+use cli::{fails, ok};
 
 /// A 2-D run small enough for ~0.1 s per 40 steps; T = 50 with loss-aware t sampling so the
 /// loss history is warm and has to survive the resume.

@@ -13,7 +13,7 @@ mod metrics;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::TensorData;
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Tensor};
 use diffuse::denoiser::{
     Denoised, Denoiser, Guided, Network, NetworkDenoiser, NoiseLevel, Parameterization,
 };
@@ -110,7 +110,7 @@ fn callbacks_and_nfe() {
             &s,
             3,
             2,
-            &Device::default(),
+            &diffuse::device::cpu(),
             DType::F64,
             1,
             0,
@@ -163,7 +163,7 @@ fn every_sampler_gives_the_network_the_timestep_of_its_sigma() {
                 schedule: &s,
                 worst: std::cell::Cell::new((0.0, NoiseLevel::clean())),
             };
-            let dev = Device::default();
+            let dev = diffuse::device::cpu();
             sample(&cfg, &den, &s, 4, 2, &dev, DType::F64, 2, 0, None, None).unwrap();
             let (off, level) = den.worst.get();
             assert!(
@@ -190,7 +190,7 @@ fn shape_seed_and_batch_size_independence() {
             &s,
             n,
             2,
-            &Device::default(),
+            &diffuse::device::cpu(),
             DType::F64,
             seed,
             first,
@@ -276,7 +276,7 @@ fn image_shaped_denoiser_under_every_sampler() {
     let d = 2 * 4 * 4;
     let draw = |spec: &str, n: usize, first: u64| -> Vec<f64> {
         let cfg = SamplerConfig::parse(spec, 8).unwrap();
-        let dev = Device::default();
+        let dev = diffuse::device::cpu();
         let x = sample(
             &cfg,
             &den,
@@ -316,7 +316,7 @@ fn image_shaped_denoiser_under_every_sampler() {
 /// x_T ~ N(0, I) (VP scaling) for `m` points of dimension 2.
 fn x_t(m: usize, seed: u64) -> Tensor<2> {
     let mut rng = SampleRng::new(seed, 0, m);
-    from_rows(rng.normal(2), m, 2, &Device::default(), DType::F64)
+    from_rows(rng.normal(2), m, 2, &diffuse::device::cpu(), DType::F64)
 }
 
 /// The smallest nonzero sigma of the order study. Below about 0.1 the exact flow of the test
@@ -421,7 +421,13 @@ fn ddim_inversion_round_trip() {
     // first-order solver of the same ODE, so the round trip errs by O(1/steps): the bound
     // 2e-2 (max over 200 points, data scale ~1) is about 4x the measured error.
     let (gm, s) = (GaussianMixture::toy_2d(), linear());
-    let x0 = from_rows(fresh(&gm, 200, 9), 200, 2, &Device::default(), DType::F64);
+    let x0 = from_rows(
+        fresh(&gm, 200, 9),
+        200,
+        2,
+        &diffuse::device::cpu(),
+        DType::F64,
+    );
     let ts = discrete_timesteps(Spacing::Trailing, 1000, 1000, 0);
     let x_big_t = ddim_invert(
         &gm,

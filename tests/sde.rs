@@ -1,7 +1,7 @@
 //! Cross-module checks of the score-SDE stack on the exact-score oracle (SPEC §6, §8); the
 //! discrete VLB is in `tests/vlb.rs`. Every bound states why it is the bound.
 
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Tensor};
 use diffuse::likelihood::{mean_ci95, pf_ode_log_likelihood};
 use diffuse::oracle::GaussianMixture;
 use diffuse::rng::SampleRng;
@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 
 fn batch(values: Vec<f64>, d: usize) -> Tensor<2> {
     let n = values.len() / d;
-    from_rows(values, n, d, &Device::default(), DType::F64)
+    from_rows(values, n, d, &diffuse::device::cpu(), DType::F64)
 }
 
 fn mixture_points(gm: &GaussianMixture, n: usize, seed: u64) -> Vec<f64> {

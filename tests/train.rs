@@ -2,7 +2,6 @@
 //! beats the untrained net by a stated margin; resume is bit-exact; checkpoints are atomic and
 //! their errors name the file; the NaN guard names the step and keeps the last checkpoint.
 
-use burn::tensor::Device;
 use diffuse::data::{DataSpec, ToyDataset};
 use diffuse::denoiser::{NetworkDenoiser, Parameterization};
 use diffuse::eval::{evaluate, EvalOptions};
@@ -16,6 +15,9 @@ use diffuse::train::{
     fit, load_checkpoint, save_checkpoint, FitOptions, RunConfig, TrainConfig, TrainError, Trainer,
 };
 use std::io::Write;
+
+#[path = "common/images.rs"]
+mod unet_fixture;
 
 fn tiny(data: ToyDataset, steps: u64, batch: usize) -> RunConfig {
     RunConfig {
@@ -68,7 +70,7 @@ struct Outcome {
 /// Trains `cfg` for its `train.steps` and evaluates before and after (DDPM, 100 steps, 2 x 1000
 /// samples): ~3.5 s in the test profile.
 fn train_and_evaluate(cfg: RunConfig) -> Outcome {
-    let device = Device::default();
+    let device = diffuse::device::cpu();
     let prediction = cfg.prediction;
     let steps = cfg.train.steps;
     let mut trainer = Trainer::new(cfg).unwrap();
@@ -376,4 +378,48 @@ fn zero_terminal_snr_with_eps_prediction_is_rejected_naming_both_settings() {
         e.contains("config.json") && e.contains("rescale_zero_terminal_snr"),
         "{e}"
     );
+}
+
+#[test]
+fn data_parallel_over_two_devices_takes_the_one_device_step() {
+    // Two CPU devices stand in for two GPUs. An odd batch gives unequal shards (32 + 31 rows),
+    // whose size-weighted gradients must sum to the full batch's: the same losses and weights
+    // up to float32 sums taken in another order (1e-5 relative over 5 AdamW steps).
+    let mut cfg = tiny(ToyDataset::Moons, 5, 63);
+    cfg.train.autodiff = true;
+    let cpu = diffuse::device::cpu;
+    let mut one = Trainer::new(cfg.clone()).unwrap().on_device(cpu()).unwrap();
+    let mut two = Trainer::new(cfg)
+        .unwrap()
+        .on_devices(&[cpu(), cpu()])
+        .unwrap();
+    for step in 1..=5 {
+        let (a, b) = (one.train_step().unwrap(), two.train_step().unwrap());
+        assert!(
+            (a.loss - b.loss).abs() <= 1e-5 * a.loss.abs(),
+            "step {step}: {} vs {}",
+            a.loss,
+            b.loss
+        );
+    }
+    let scale = one.params.values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (a, b) in one.params.values.iter().zip(&two.params.values) {
+        assert!((a - b).abs() <= 1e-5 * scale, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn data_parallel_refuses_what_it_cannot_split() {
+    // A learned-variance UNet (twice the channels out) under the hybrid loss.
+    let mut cfg = unet_fixture::image_run(
+        unet_fixture::fixture_data(false),
+        unet_fixture::tiny_unet(None, 2),
+        5,
+        4,
+    );
+    cfg.train.loss = diffuse::loss::LossWeighting::Hybrid { lambda: 0.001 };
+    let cpu = diffuse::device::cpu;
+    let err = Trainer::new(cfg).unwrap().on_devices(&[cpu(), cpu()]);
+    let msg = err.err().expect("refused").to_string();
+    assert!(msg.contains("one device only"), "{msg}");
 }

@@ -2,7 +2,7 @@
 //! with the exact denoiser, its KL terms equal to their closed-form expectations, and an upper
 //! bound of the exact NLL from the probability-flow ODE on the oracle mixture (SPEC §6, §8).
 
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Tensor};
 use diffuse::likelihood::{bits_per_dim, mean_ci95, pf_ode_log_likelihood, vlb};
 use diffuse::oracle::{Covariance, GaussianMixture};
 use diffuse::rng::SampleRng;
@@ -19,7 +19,7 @@ fn mixture_points(gm: &GaussianMixture, n: usize, seed: u64) -> Vec<f64> {
 
 fn batch(values: Vec<f64>, d: usize) -> Tensor<2> {
     let n = values.len() / d;
-    from_rows(values, n, d, &Device::default(), DType::F64)
+    from_rows(values, n, d, &diffuse::device::cpu(), DType::F64)
 }
 
 #[test]

@@ -168,7 +168,7 @@ fn thresholding_with_sample_max_value_below_one_runs_every_sampler() {
     // DDPM and DDIM samples (x_0 = the last x0_hat, the last level being clean) lie in [-1, 1].
     use crate::oracle::GaussianMixture;
     use crate::sample::registry::{sample, SamplerConfig, SamplerKind};
-    use burn::tensor::{DType, Device};
+    use burn::tensor::DType;
     let cfg = parse(
         r#"{"_class_name": "DDPMScheduler", "thresholding": true,
             "dynamic_thresholding_ratio": 0.995, "sample_max_value": 0.5}"#,
@@ -179,7 +179,7 @@ fn thresholding_with_sample_max_value_below_one_runs_every_sampler() {
     for kind in SamplerKind::ALL {
         let mut sampler = SamplerConfig::new(kind, 6);
         sampler.clip = cfg.clip();
-        let dev = Device::default();
+        let dev = crate::device::cpu();
         let x = sample(&sampler, &gm, &s, 8, 2, &dev, DType::F64, 1, 0, None, None).unwrap();
         let x = crate::tensor::to_vec(&x);
         assert!(x.iter().all(|v| v.is_finite()), "{}: {x:?}", kind.name());

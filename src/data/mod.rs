@@ -192,7 +192,7 @@ impl DataSpec {
             ));
         };
         let vae = VaeRef::new(vae_arg)?;
-        let model = vae.load(&burn::tensor::Device::default())?;
+        let model = vae.load(&crate::device::cpu())?;
         let cfg = &model.config;
         let [h, w] = cfg.image_hw();
         if [cfg.in_channels, h, w] != shape {
@@ -317,7 +317,7 @@ impl DataSpec {
                 let DataSource::Images { set, .. } = images.open()? else {
                     unreachable!("image data opens as images")
                 };
-                let model = vae.load(&burn::tensor::Device::default())?;
+                let model = vae.load(&crate::device::cpu())?;
                 if model.config.latent_shape() != *latent_shape {
                     return Err(Error::config(
                         "data.latent_shape",

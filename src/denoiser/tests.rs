@@ -3,7 +3,7 @@ use super::*;
 use crate::oracle::GaussianMixture;
 use crate::prediction::target;
 use crate::tensor::{from_rows, to_vec};
-use burn::tensor::{DType, Device};
+use burn::tensor::DType;
 
 /// A "network" that outputs the oracle's exact prediction of a given type; wrapping it in
 /// the matching parameterisation must give back the oracle's x0 and eps.
@@ -33,7 +33,7 @@ fn batch() -> (Tensor<2>, Vec<NoiseLevel>) {
         vec![0.3, -0.2, -1.5, 0.7, 2.0, 2.5],
         3,
         2,
-        &Device::default(),
+        &crate::device::cpu(),
         DType::F64,
     );
     let levels = [0.05, 1.0, 7.0]
@@ -105,7 +105,7 @@ impl Network for EdmOracleNet {
             let c_out = sigma * self.sigma_data / (sigma * sigma + sd2).sqrt();
             out.extend((0..2).map(|i| (d[i] - c_skip * x_ve[i]) / c_out));
         }
-        from_rows(out, c_noise.len(), 2, &Device::default(), DType::F64)
+        from_rows(out, c_noise.len(), 2, &crate::device::cpu(), DType::F64)
     }
 }
 

@@ -515,7 +515,7 @@ mod tests {
             seed: 5,
             progress: false,
         };
-        train_classifier(&images, &labels, tiny_config(), opts, &Device::default()).unwrap()
+        train_classifier(&images, &labels, tiny_config(), opts, &crate::device::cpu()).unwrap()
     }
 
     #[test]
@@ -541,7 +541,7 @@ mod tests {
         assert!(features.iter().any(|&v| v > 0.0), "features are all zero");
         let dir = tempfile::tempdir().unwrap();
         classifier.save(dir.path()).unwrap();
-        let loaded = Classifier::load(dir.path(), &Device::default()).unwrap();
+        let loaded = Classifier::load(dir.path(), &crate::device::cpu()).unwrap();
         assert_eq!(loaded.config, classifier.config);
         assert_eq!(loaded.features(&images, 300).unwrap(), features);
     }
@@ -559,7 +559,7 @@ mod tests {
     fn missing_or_corrupt_files_are_named_errors() {
         let classifier = train_tiny();
         let dir = tempfile::tempdir().unwrap();
-        let device = Device::default();
+        let device = crate::device::cpu();
         let err = Classifier::load(dir.path(), &device)
             .unwrap_err()
             .to_string();
@@ -599,7 +599,7 @@ mod tests {
     fn invalid_inputs_are_errors() {
         let (images, labels) = halves(4, 0);
         let opts = ClassifierTrainOptions::default();
-        let device = Device::default();
+        let device = crate::device::cpu();
         let train = |images: &[f32], labels: &[i64], cfg| {
             train_classifier(images, labels, cfg, opts.clone(), &device).is_err()
         };

@@ -3,7 +3,7 @@ use super::*;
 use crate::rng::SampleRng;
 use crate::schedule::{BetaSchedule, ScheduleConfig};
 use crate::tensor::{from_rows, to_vec};
-use burn::tensor::{DType, Device};
+use burn::tensor::DType;
 
 fn schedules() -> Vec<Schedule> {
     ["linear", "cosine", "scaled_linear", "sigmoid"]
@@ -47,7 +47,7 @@ fn composing_one_step_samples_matches_q_xt_given_x0() {
     // Monte Carlo: 20000 chains from x_0 = 0.7 through 200 one-step transitions. Standard errors:
     // mean sqrt(var/n) <= 0.0071, variance var*sqrt(2/n) <= 0.01; bounds are 5 standard errors.
     let s = ScheduleConfig::default().build().unwrap();
-    let dev = Device::default();
+    let dev = crate::device::cpu();
     let n = 20000;
     let mut rng = SampleRng::new(3, 0, n);
     let mut x = from_rows(vec![0.7; n], n, 1, &dev, DType::F64);
@@ -72,7 +72,7 @@ fn unit_variance_data_keeps_unit_variance() {
     // SPEC §2 energy preservation with non-Gaussian data: Rademacher x_0 (E x^2 = 1). The sample
     // variance of n = 40000 points has standard error ~ sqrt(2/n) = 0.007; bound 0.035 (5 s.e.).
     let s = ScheduleConfig::default().build().unwrap();
-    let dev = Device::default();
+    let dev = crate::device::cpu();
     let n = 40000;
     let mut rng = SampleRng::new(5, 0, n);
     let x0: Vec<f64> = rng.normal(1).iter().map(|z| z.signum()).collect();
@@ -102,8 +102,8 @@ fn posterior_matches_bayes_rule_on_a_grid() {
             let (mu, var) = (
                 to_vec(&q_posterior_mean(
                     &s,
-                    &from_rows(vec![x0], 1, 1, &Device::default(), DType::F64),
-                    &from_rows(vec![xt], 1, 1, &Device::default(), DType::F64),
+                    &from_rows(vec![x0], 1, 1, &crate::device::cpu(), DType::F64),
+                    &from_rows(vec![xt], 1, 1, &crate::device::cpu(), DType::F64),
                     &[t],
                 ))[0],
                 q_posterior_variance(&s, t).0,
@@ -136,7 +136,7 @@ fn posterior_matches_bayes_rule_on_a_grid() {
 fn the_two_posterior_mean_forms_agree() {
     // mu_tilde(x_t, x_0) with x_0 = (x_t - s eps)/a equals (x_t - beta/s eps)/sqrt(alpha):
     // tol 1e-9 relative (float64; at t = 1 the x_0 form divides by a ~ 1).
-    let dev = Device::default();
+    let dev = crate::device::cpu();
     for s in schedules() {
         let mut rng = SampleRng::new(9, 0, 4);
         let x0 = from_rows(rng.normal(3), 4, 3, &dev, DType::F64);

@@ -16,9 +16,9 @@
 //! happens in float32 only when sigma >> the bin width), the mass is floored at that ulp, i.e.
 //! ln p >= ln Phi(hi) + ln(ulp) (about -16.6 in float32, -36.7 in float64).
 
-use burn::tensor::{DType, Tensor};
 #[cfg(test)]
-use burn::tensor::{Device, TensorData};
+use burn::tensor::TensorData;
+use burn::tensor::{DType, Tensor};
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
 /// KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) per element, in nats. Arguments broadcast
@@ -113,7 +113,7 @@ pub fn discretized_gaussian_log_likelihood<const D: usize>(
 fn scalar_tensor(x: f64) -> Tensor<1> {
     Tensor::from_data(
         TensorData::new(vec![x], [1]),
-        (&Device::default(), DType::F64),
+        (&crate::device::cpu(), DType::F64),
     )
 }
 
@@ -168,7 +168,7 @@ mod tests {
     fn normal_kl_closed_form_and_broadcast() {
         // KL(N(1, 4) || N(0, 1)) = 0.5 (4 + 1 - 1 - ln 4); identical Gaussians give 0 (tol
         // 1e-15: a handful of float64 operations on O(1) values).
-        let dev = Device::default();
+        let dev = crate::device::cpu();
         let full = |v: Vec<f64>, n: usize, d: usize| -> Tensor<2> {
             Tensor::from_data(TensorData::new(v, [n, d]), (&dev, DType::F64))
         };
@@ -219,7 +219,7 @@ mod tests {
         // The same bins in float32 (the training dtype), 11 to 87 sigma out in the tails: within
         // 1e-3 relative of the float64 value (float32 rounding of z costs ~1e-7 |z|^2 in the
         // exponent, 1e-3 at most at z = 87 where the value is -3800).
-        let dev = Device::default();
+        let dev = crate::device::cpu();
         let xs = [-1.0, -0.5, 0.0, 0.2, 1.0];
         let run32 = |mean: f64, log_scale: f64| -> Vec<f64> {
             let x = Tensor::<1>::from_data(TensorData::new(xs.to_vec(), [5]), (&dev, DType::F32));

@@ -127,7 +127,7 @@ mod tests {
         // tol 1e-12 relative on the batch mean (measured 1.7e-15 at most). A batch mixing steps
         // 0, 17 and 49 gives each row the value of its own step (tol 1e-12 relative).
         let s = schedule();
-        let dev = Device::default();
+        let dev = crate::device::cpu();
         let x0 = from_rows(x0_values(), N, DIM, &dev, DType::F64);
         let mut rng = SampleRng::new(3, 0, N);
         let noise: Vec<Tensor<2>> = (0..s.len())
@@ -210,7 +210,7 @@ mod tests {
         // edge bins integrated from/to 40 sd). Tol 1e-9 relative on each sample's bits/dim:
         // the quadrature's error (~1e-11 relative in the mass) dominates (measured 5e-14 at most).
         let s = schedule();
-        let dev = Device::default();
+        let dev = crate::device::cpu();
         let xs = x0_values();
         let x0 = from_rows(xs.clone(), N, DIM, &dev, DType::F64);
         let eps: Vec<f64> = SampleRng::new(4, 0, N).normal(DIM);
@@ -315,7 +315,7 @@ mod tests {
     fn gradient_flows_to_the_variance_only() {
         // improved DDPM's stop-gradient: d term / d mean_output is exactly zero (no path in the
         // graph: None, or an all-zero tensor), d term / d v is finite and non-zero everywhere.
-        let device = Device::default().autodiff();
+        let device = crate::device::cpu().autodiff();
         let Leaves {
             s,
             steps,
@@ -347,7 +347,7 @@ mod tests {
         // (steps 0, 3, 30: the decoder and the KL). Rounding of the summed term (~2 bits/dim)
         // costs ~4e-16 * 2 / h ~ 1e-10 absolute, truncation h^2 f'''/6 less; tol 1e-7 relative
         // to max(|g|, 1e-3), at least 1e-10 absolute (measured: 1.7e-10 at most, |g| ~ 1e-2).
-        let device = Device::default().autodiff();
+        let device = crate::device::cpu().autodiff();
         let Leaves {
             s,
             steps,

@@ -289,7 +289,7 @@ mod tests {
         let one = |v: f64| {
             burn::tensor::Tensor::<1>::from_data(
                 burn::tensor::TensorData::new(vec![v], [1]),
-                (&burn::tensor::Device::default(), burn::tensor::DType::F64),
+                (&crate::device::cpu(), burn::tensor::DType::F64),
             )
         };
         crate::likelihood::terms::normal_kl(one(mean1), one(logvar1), one(mean2), one(logvar2))

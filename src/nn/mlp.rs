@@ -326,19 +326,8 @@ impl Mlp {
 /// autodiff (a caller differentiating through the network, such as the exact PF-ODE
 /// divergence, keeps burn's ops).
 fn fused_cpu_inference(x: &Tensor<2>) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        x.dtype() == DType::F32
-            && matches!(
-                x.device().as_dispatch(),
-                burn::backend::DispatchDevice::Flex(_)
-            )
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = x;
-        false
-    }
+    let device = x.device();
+    x.dtype() == DType::F32 && !device.is_autodiff() && crate::device::is_cpu(&device)
 }
 
 impl Network for Mlp {

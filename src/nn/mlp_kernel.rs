@@ -316,7 +316,7 @@ mod tests {
     use crate::nn::mlp::MlpConfig;
     use crate::tensor::{from_rows, to_vec};
     use burn::nn::Linear;
-    use burn::tensor::{DType, Device, Tensor};
+    use burn::tensor::{DType, Tensor};
 
     fn small() -> (MlpParams, Vec<f32>, Vec<f64>) {
         let cfg = MlpConfig {
@@ -356,7 +356,7 @@ mod tests {
     fn forward_matches_the_burn_module() {
         // Same float32 weights, same ops in a different order: agreement to 1e-5 relative.
         let (params, x, t) = small();
-        let device = Device::default();
+        let device = crate::device::cpu();
         let emb: Vec<f32> = sinusoidal_embedding(&t, 8)
             .iter()
             .map(|&v| v as f32)
@@ -382,7 +382,7 @@ mod tests {
         // Loss = sum(out * c) for fixed c, so dLoss/dout = c. burn's autodiff differentiates the
         // same network independently; float32 sums in different orders agree to ~1e-5 relative.
         let (params, x, t) = small();
-        let device = Device::default().autodiff();
+        let device = crate::device::cpu().autodiff();
         let emb: Vec<f32> = sinusoidal_embedding(&t, 8)
             .iter()
             .map(|&v| v as f32)
@@ -451,7 +451,7 @@ mod tests {
         let x: Vec<f32> = (0..n * 2)
             .map(|i| ((i as f32) * 0.37).sin() * 2.0)
             .collect();
-        let device = Device::default();
+        let device = crate::device::cpu();
         let module = params.to_module(&device);
         for t in [vec![417.0; n], (0..n).map(|i| (i % 1000) as f64).collect()] {
             let ours = infer(&params, &x, &t);

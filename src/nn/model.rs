@@ -140,10 +140,10 @@ impl ModelConfig {
             ModelConfig::Unet(c) => Ok(module_slots(&UNet2DModel::new(
                 c,
                 0,
-                &Device::default(),
+                &crate::device::cpu(),
                 DType::F32,
             )?)),
-            ModelConfig::Vae(c) => Ok(module_slots(&c.module(0, &Device::default())?)),
+            ModelConfig::Vae(c) => Ok(module_slots(&c.module(0, &crate::device::cpu())?)),
         }
     }
 
@@ -160,10 +160,10 @@ impl ModelConfig {
             ModelConfig::Unet(c) => Ok(module_params(&UNet2DModel::new(
                 c,
                 seed,
-                &Device::default(),
+                &crate::device::cpu(),
                 DType::F32,
             )?)),
-            ModelConfig::Vae(c) => Ok(module_params(&c.module(seed, &Device::default())?)),
+            ModelConfig::Vae(c) => Ok(module_params(&c.module(seed, &crate::device::cpu())?)),
         }
     }
 
@@ -316,7 +316,7 @@ mod tests {
             time_embed_dim: 4,
         });
         let p = cfg.init_params(3).unwrap();
-        let net = Net::new(&cfg, &p, &Device::default()).unwrap();
+        let net = Net::new(&cfg, &p, &crate::device::cpu()).unwrap();
         let Net::Mlp(m) = &net else { panic!("an MLP") };
         let from_module = module_params(m);
         assert_eq!(from_module.values, p.values);

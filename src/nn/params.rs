@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn slots_follow_field_order_with_paths() {
-        let m = two(&Device::default());
+        let m = two(&crate::device::cpu());
         let slots = module_slots(&m);
         let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn load_then_read_is_exact_and_length_is_checked() {
-        let m = two(&Device::default());
+        let m = two(&crate::device::cpu());
         let values: Vec<f32> = (0..26).map(|i| i as f32 * 0.25 - 3.0).collect();
         let m = load_values(m, &values).unwrap();
         assert_eq!(module_params(&m).values, values);
@@ -276,7 +276,7 @@ mod tests {
     fn gradients_come_back_in_slot_order() {
         // loss = sum(first(x)) with x = ones: d/dW[i][j] = 1 for every entry, d/db = 1;
         // the second layer is unused, so its gradient is 0. Exact in float32.
-        let device = Device::default().autodiff();
+        let device = crate::device::cpu().autodiff();
         let m = load_values(two(&device), &[0.5; 26]).unwrap();
         let x = Tensor::<2>::ones([1, 3], &device);
         let grads = m.first.forward(x).sum().backward();

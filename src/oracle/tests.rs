@@ -1,7 +1,7 @@
 //! The oracle against finite differences, SPEC §3's conversions and the VE/VP link (SPEC §6, §8).
 use super::*;
 use crate::tensor::from_rows;
-use burn::tensor::{DType, Device};
+use burn::tensor::DType;
 use rand::SeedableRng;
 
 fn points() -> Vec<f64> {
@@ -110,7 +110,7 @@ fn the_endpoints_are_exact() {
 fn denoiser_batches_mixed_levels_like_single_calls() {
     let gm = GaussianMixture::toy_2d();
     let x = points();
-    let dev = Device::default();
+    let dev = crate::device::cpu();
     let xt = from_rows(x.clone(), 5, 2, &dev, DType::F64);
     let levels: Vec<NoiseLevel> = [0.1, 1.0, 0.1, 5.0, 1.0]
         .iter()

@@ -1,12 +1,12 @@
 //! Every conversion round-trips (SPEC §3), checked in float64 tensors.
 use super::*;
 use crate::tensor::{from_rows, to_vec};
-use burn::tensor::{DType, Device};
+use burn::tensor::DType;
 
 fn sample(seed: u64) -> (Tensor<2>, Tensor<2>, Vec<f64>, Vec<f64>) {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let dev = Device::default();
+    let dev = crate::device::cpu();
     let x0: Vec<f64> = (0..12).map(|_| rng.random_range(-2.0..2.0)).collect();
     let eps: Vec<f64> = (0..12).map(|_| rng.random_range(-2.0..2.0)).collect();
     let alpha_bar = [0.9999, 0.5, 0.01, 0.3];

@@ -13,7 +13,7 @@ use crate::sde::score::{NetworkScore, ScoreOutput, TimeInput, NETWORK_TIME_SCALE
 use crate::sde::SdeSampler;
 use crate::tensor::{from_rows, to_vec};
 use crate::train::Trainer;
-use burn::tensor::{DType, Device};
+use burn::tensor::DType;
 
 /// The seed of every preview's noise (and of the data points shown beside 2-D previews).
 pub const PREVIEW_SEED: u64 = 20_240_601;
@@ -67,7 +67,7 @@ fn preview_labels(
 /// Draws the preview of the trainer's EMA weights (`image_rows` rows for image models).
 pub fn draw_preview(trainer: &Trainer, image_rows: usize) -> crate::Result<PreviewSamples> {
     let cfg = &trainer.config;
-    let device = Device::default();
+    let device = crate::device::cpu();
     let net = Net::new(&cfg.model, &trainer.ema, &device)?;
     let d = cfg.model.data_dim();
     let image_shape = cfg.model.image_shape();

@@ -278,11 +278,11 @@ pub fn sample_dpm_solver<D: Denoiser + ?Sized>(
 mod tests {
     use super::*;
     use crate::tensor::{from_rows, to_vec};
-    use burn::tensor::{DType, Device};
+    use burn::tensor::DType;
 
     fn t(v: Vec<f64>) -> Tensor<2> {
         let n = v.len();
-        from_rows(v, 1, n, &Device::default(), DType::F64)
+        from_rows(v, 1, n, &crate::device::cpu(), DType::F64)
     }
 
     #[test]

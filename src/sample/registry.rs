@@ -435,7 +435,7 @@ mod tests {
         let gm = crate::oracle::GaussianMixture::toy_2d();
         let run = |spec: &str| {
             let cfg = SamplerConfig::parse(spec, 4)?;
-            let dev = burn::tensor::Device::default();
+            let dev = crate::device::cpu();
             sample(&cfg, &gm, &s, 2, 2, &dev, DType::F64, 0, 0, None, None)
         };
         for (spec, needles) in [

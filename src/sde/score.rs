@@ -370,7 +370,7 @@ mod tests {
     use super::*;
     use crate::sde::{VeSde, VpSde};
     use crate::tensor::from_rows;
-    use burn::tensor::{DType, Device};
+    use burn::tensor::DType;
 
     /// A fixed "network" whose output depends on x and its time input: 0.3 tanh(x) + 0.01 t.
     struct Toy;
@@ -388,7 +388,7 @@ mod tests {
         // lambda = s^2 and score_theta = -out/s (eps output) or out (score output), m and s from
         // the VP closed form log m = -t^2 (20 - 0.1)/4 - 0.1 t/2 (VE: m = 1); against dsm_loss
         // (one mean over rows of D-sums). tol 1e-12 relative: a handful of float64 operations.
-        let dev = Device::default();
+        let dev = crate::device::cpu();
         let (n, d) = (4, 3);
         let x0v: Vec<f64> = (0..n * d).map(|k| (k as f64 * 0.37).sin()).collect();
         let zv: Vec<f64> = (0..n * d).map(|k| (k as f64 * 1.3 + 0.2).cos()).collect();

@@ -5,7 +5,7 @@ use crate::denoiser::Network;
 use crate::oracle::GaussianMixture;
 use crate::schedule::ScheduleConfig;
 use crate::tensor::{from_rows, to_vec};
-use burn::tensor::{DType, Device};
+use burn::tensor::DType;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -146,7 +146,7 @@ fn subvp_variance_is_below_vp_and_g_matches_its_marginal() {
 
 fn batch(values: Vec<f64>, d: usize) -> burn::tensor::Tensor<2> {
     let n = values.len() / d;
-    from_rows(values, n, d, &Device::default(), DType::F64)
+    from_rows(values, n, d, &crate::device::cpu(), DType::F64)
 }
 
 #[test]

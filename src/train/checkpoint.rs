@@ -248,29 +248,20 @@ pub fn save_checkpoint(dir: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointEr
     // .safetensors of the EMA weights), loadable by diffusers' `from_pretrained`.
     if let crate::nn::ModelConfig::Unet(_) = &ckpt.config.model {
         let export = dir.join(DIFFUSERS_DIR);
-        crate::nn::Net::new(
-            &ckpt.config.model,
-            &ckpt.ema,
-            &burn::tensor::Device::default(),
-        )
-        .and_then(|net| match net {
-            crate::nn::Net::Unet(unet) => unet.save_diffusers_dir(&export),
-            _ => Ok(()),
-        })
-        .map_err(|e| invalid(&export, e.to_string()))?;
+        crate::nn::Net::new(&ckpt.config.model, &ckpt.ema, &crate::device::cpu())
+            .and_then(|net| match net {
+                crate::nn::Net::Unet(unet) => unet.save_diffusers_dir(&export),
+                _ => Ok(()),
+            })
+            .map_err(|e| invalid(&export, e.to_string()))?;
     }
     // A VAE run's EMA weights as a diffusers `AutoencoderKL` folder (what `--vae` reads).
     if let crate::nn::ModelConfig::Vae(vae) = &ckpt.config.model {
         let export = dir.join(VAE_DIR);
-        crate::nn::AutoencoderKL::new(
-            &vae.vae,
-            0,
-            &burn::tensor::Device::default(),
-            burn::tensor::DType::F32,
-        )
-        .and_then(|m| crate::nn::params::load_values(m, &ckpt.ema.values))
-        .and_then(|m| m.save_diffusers_dir(&export))
-        .map_err(|e| invalid(&export, e.to_string()))?;
+        crate::nn::AutoencoderKL::new(&vae.vae, 0, &crate::device::cpu(), burn::tensor::DType::F32)
+            .and_then(|m| crate::nn::params::load_values(m, &ckpt.ema.values))
+            .and_then(|m| m.save_diffusers_dir(&export))
+            .map_err(|e| invalid(&export, e.to_string()))?;
     }
     Ok(())
 }

@@ -166,3 +166,67 @@ impl MlpEngine {
         }
     }
 }
+
+impl StepBatch<'_> {
+    /// Rows `lo..hi` of the batch.
+    fn rows(&self, lo: usize, hi: usize) -> StepBatch<'_> {
+        let (n, d) = (self.n, self.dim);
+        let e = if n == 0 { 0 } else { self.emb.len() / n };
+        StepBatch {
+            n: hi - lo,
+            dim: d,
+            x_t: &self.x_t[lo * d..hi * d],
+            target: &self.target[lo * d..hi * d],
+            t_input: &self.t_input[lo..hi],
+            emb: &self.emb[lo * e..hi * e],
+            weight: &self.weight[lo..hi],
+            labels: self.labels.map(|l| &l[lo..hi]),
+        }
+    }
+}
+
+/// Data-parallel loss and gradient over several devices, one `template` (autodiff) per device:
+/// the batch is split into contiguous shards, one per device, run at once (one host thread
+/// each), and reduced on the host in device order. The loss is a mean over the batch (SPEC §4),
+/// so the full-batch loss and gradient are the shard-size-weighted means of the shards'; the
+/// weights, the optimiser and the checkpoint stay the one-device ones.
+pub fn data_parallel_grad(
+    templates: &[Net],
+    params: &[f32],
+    batch: &StepBatch,
+) -> crate::Result<BatchGrad> {
+    let n = batch.n;
+    let rows = n.div_ceil(templates.len().max(1));
+    let shards: Vec<(usize, usize)> = (0..templates.len())
+        .map(|k| ((k * rows).min(n), ((k + 1) * rows).min(n)))
+        .filter(|(lo, hi)| lo < hi)
+        .collect();
+    let parts: Vec<crate::Result<BatchGrad>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shards
+            .iter()
+            .zip(templates)
+            .map(|(&(lo, hi), template)| {
+                scope.spawn(move || autodiff_grad(template, params, &batch.rows(lo, hi), None))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a device's gradient thread panicked"))
+            .collect()
+    });
+    let mut total = BatchGrad {
+        loss: 0.0,
+        per_sample: Vec::with_capacity(n),
+        grad: vec![0.0; params.len()],
+    };
+    for (part, &(lo, hi)) in parts.into_iter().zip(&shards) {
+        let part = part?;
+        let share = (hi - lo) as f64 / n as f64;
+        total.loss += share * part.loss;
+        total.per_sample.extend(part.per_sample);
+        for (g, p) in total.grad.iter_mut().zip(&part.grad) {
+            *g += share as f32 * p;
+        }
+    }
+    Ok(total)
+}

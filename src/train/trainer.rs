@@ -10,7 +10,9 @@ use super::adamw::{clip_grad_norm, AdamWParams, AdamWState};
 use super::checkpoint::{Checkpoint, CheckpointError, RngState, TrainState};
 use super::config::RunConfig;
 use super::ema::ema_update;
-use super::engine::{autodiff_grad, BatchGrad, ExtraLoss, MlpEngine, StepBatch};
+use super::engine::{
+    autodiff_grad, data_parallel_grad, BatchGrad, ExtraLoss, MlpEngine, StepBatch,
+};
 use super::lr::learning_rate;
 use super::vae_step::vae_grad;
 use crate::data::{BatchPrefetcher, DataSource};
@@ -73,6 +75,8 @@ enum Engine {
     },
     /// burn autodiff on the network `template` (on an autodiff device).
     Autodiff { template: Net },
+    /// burn autodiff on several devices, the batch split between them (one template each).
+    DataParallel { templates: Vec<Net> },
 }
 
 /// A run in memory: config, weights, optimiser and sampler state, and the step counter.
@@ -95,8 +99,37 @@ pub struct Trainer {
     inject_non_finite_at: Option<u64>,
 }
 
+impl Engine {
+    /// The 2-D MLP's fused CPU kernel on the CPU (unless the config asks for burn autodiff);
+    /// burn autodiff on `device` for everything else.
+    fn new(
+        config: &RunConfig,
+        schedule: &Schedule,
+        params: &FlatParams,
+        device: &Device,
+    ) -> Result<Engine, TrainError> {
+        Ok(match config.model.as_mlp() {
+            Some(mlp) if !config.train.autodiff && crate::device::is_cpu(device) => {
+                let t_all: Vec<f64> = (0..schedule.len()).map(|i| i as f64).collect();
+                let emb_table = sinusoidal_embedding(&t_all, mlp.time_embed_dim)
+                    .into_iter()
+                    .map(|v| v as f32)
+                    .collect();
+                Engine::Mlp {
+                    mlp: MlpParams::from_values(mlp, vec![0.0; params.len()])?,
+                    kernel: MlpEngine::default(),
+                    emb_table,
+                }
+            }
+            _ => Engine::Autodiff {
+                template: Net::new(&config.model, params, &device.clone().autodiff())?,
+            },
+        })
+    }
+}
+
 impl Trainer {
-    /// A fresh run (weights initialised from the seed) on the default device.
+    /// A fresh run (weights initialised from the seed) on the CPU.
     pub fn new(config: RunConfig) -> Result<Self, TrainError> {
         config.validate()?;
         let params = config.model.init_params(config.seed)?;
@@ -113,6 +146,57 @@ impl Trainer {
             sampler,
             0,
         )
+    }
+
+    /// The same run training on `device` (the CPU by default; float64 work stays on the CPU).
+    pub fn on_device(mut self, device: Device) -> Result<Self, TrainError> {
+        self.engine = Engine::new(&self.config, &self.schedule, &self.params, &device)?;
+        self.device = device;
+        Ok(self)
+    }
+
+    /// The same run training data-parallel on `devices` (one: [`Trainer::on_device`]): each
+    /// step splits the batch between them and reduces their gradients on the host
+    /// ([`data_parallel_grad`]). The VAE objective and the hybrid (learned-variance) loss are
+    /// not split yet: an error.
+    pub fn on_devices(self, devices: &[Device]) -> Result<Self, TrainError> {
+        let (first, rest) = devices.split_first().ok_or_else(|| {
+            crate::Error::config(
+                "devices",
+                "data-parallel training needs at least one device",
+            )
+        })?;
+        let mut trainer = self.on_device(first.clone())?;
+        if rest.is_empty() {
+            return Ok(trainer);
+        }
+        let config = &trainer.config;
+        let single_device_only = if config.model.as_vae().is_some() {
+            Some("a VAE")
+        } else if config.train.loss.vlb_term_weight(trainer.schedule.len()) > 0.0 {
+            Some("the hybrid (learned-variance) loss")
+        } else {
+            None
+        };
+        if let Some(what) = single_device_only {
+            return Err(crate::Error::config(
+                "devices",
+                format!("{what} trains on one device only"),
+            )
+            .into());
+        }
+        let templates = devices
+            .iter()
+            .map(|d| {
+                Net::new(
+                    &trainer.config.model,
+                    &trainer.params,
+                    &d.clone().autodiff(),
+                )
+            })
+            .collect::<crate::Result<Vec<_>>>()?;
+        trainer.engine = Engine::DataParallel { templates };
+        Ok(trainer)
     }
 
     /// A run continued from a checkpoint.
@@ -137,24 +221,8 @@ impl Trainer {
     ) -> Result<Self, TrainError> {
         let schedule = config.schedule.build().map_err(crate::Error::from)?;
         let data = config.data.open()?;
-        let device = Device::default();
-        let engine = match config.model.as_mlp() {
-            Some(mlp) if !config.train.autodiff => {
-                let t_all: Vec<f64> = (0..schedule.len()).map(|i| i as f64).collect();
-                let emb_table = sinusoidal_embedding(&t_all, mlp.time_embed_dim)
-                    .into_iter()
-                    .map(|v| v as f32)
-                    .collect();
-                Engine::Mlp {
-                    mlp: MlpParams::from_values(mlp, vec![0.0; params.len()])?,
-                    kernel: MlpEngine::default(),
-                    emb_table,
-                }
-            }
-            _ => Engine::Autodiff {
-                template: Net::new(&config.model, &params, &device.clone().autodiff())?,
-            },
-        };
+        let device = crate::device::cpu();
+        let engine = Engine::new(&config, &schedule, &params, &device)?;
         Ok(Trainer {
             config,
             schedule,
@@ -178,7 +246,10 @@ impl Trainer {
 
     /// True when steps run through burn autodiff (false: the MLP's fused kernel).
     pub fn uses_autodiff(&self) -> bool {
-        matches!(self.engine, Engine::Autodiff { .. })
+        matches!(
+            self.engine,
+            Engine::Autodiff { .. } | Engine::DataParallel { .. }
+        )
     }
 
     /// Everything needed to continue this run.
@@ -267,7 +338,7 @@ impl Trainer {
 
         // x_t = a x_0 + s eps and the target in float64 (SPEC §2, §3), cast to float32 at the
         // network's edge.
-        let host = Device::default();
+        let host = crate::device::cpu();
         let x0_f32: Vec<f32> = batch.x0.iter().map(|&v| v as f32).collect();
         let x0_t = from_rows(batch.x0, n, d, &host, DType::F64);
         let eps_t = from_rows(eps, n, d, &host, DType::F64);
@@ -291,7 +362,7 @@ impl Trainer {
                         .collect(),
                 }
             }
-            Engine::Autodiff { .. } => Vec::new(),
+            Engine::Autodiff { .. } | Engine::DataParallel { .. } => Vec::new(),
         };
         let step_batch = StepBatch {
             n,
@@ -339,6 +410,9 @@ impl Trainer {
                 };
                 let extra: Option<ExtraLoss> = (vlb_weight > 0.0).then_some(&hybrid as ExtraLoss);
                 autodiff_grad(template, &self.params.values, &step_batch, extra)?
+            }
+            Engine::DataParallel { templates } => {
+                data_parallel_grad(templates, &self.params.values, &step_batch)?
             }
         };
         Ok((grad, levels.steps))

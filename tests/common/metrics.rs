@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use burn::tensor::{DType, Device};
+use burn::tensor::DType;
 use diffuse::oracle::GaussianMixture;
 use diffuse::sample::registry::{sample, SamplerConfig};
 use diffuse::schedule::Schedule;
@@ -114,7 +114,7 @@ pub fn oracle_samples(
         schedule,
         n,
         gm.dim,
-        &Device::default(),
+        &diffuse::device::cpu(),
         DType::F64,
         seed,
         0,

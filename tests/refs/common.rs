@@ -1,7 +1,7 @@
 //! Shared pieces of the reference-vector test: JSON arrays, the analytic model of the run
 //! files, and the tolerance rule of `shared/refs/README.md`.
 
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Tensor};
 use diffuse::compat::DiffusersSchedulerConfig;
 use diffuse::denoiser::{
     Denoised, Denoiser, Network, NetworkDenoiser, NoiseLevel, Parameterization,
@@ -30,7 +30,7 @@ pub fn tensor(v: &Value) -> Tensor<2> {
         data.clone(),
         n,
         data.len() / n,
-        &Device::default(),
+        &diffuse::device::cpu(),
         DType::F64,
     )
 }

@@ -20,7 +20,7 @@
 //!   above); the network maps that difference with a gain of at most [`PROJECTION_GAIN`].
 
 use crate::common::{num, nums, Checker};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use diffuse::nn::embedding::MAX_PERIOD;
 use diffuse::nn::unet::{UNet2DConfig, UNet2DModel};
 use diffuse::nn::vae::{AutoencoderKL, AutoencoderKLConfig};
@@ -46,7 +46,7 @@ fn tensor4(v: &Value, dtype: DType) -> Tensor<4> {
     let data = nums(&v["data"]);
     Tensor::from_data(
         TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]),
-        (&Device::default(), dtype),
+        (&diffuse::device::cpu(), dtype),
     )
 }
 
@@ -129,7 +129,7 @@ pub fn check_unet(file: &Value, nets_dir: &Path, c: &mut Checker) {
     let ref_proj = nums(&file["time_proj"]["data"]);
     let batch = t.len();
     let proj_dim = cfg.time_proj_dim();
-    let device = Device::default();
+    let device = diffuse::device::cpu();
 
     let model = UNet2DModel::from_safetensors(&cfg, &weights, &device, DType::F64)
         .unwrap_or_else(|e| panic!("loading {}: {e}", weights.display()));
@@ -222,7 +222,7 @@ pub fn check_vae(file: &Value, nets_dir: &Path, c: &mut Checker) {
         })
     };
     same_folder_config(&weights, c, with_version, &cfg);
-    let device = Device::default();
+    let device = diffuse::device::cpu();
     let tol32 = 4.0 * num(&file["f32_vs_f64_max_abs_dev"]);
     for (dtype, suffix, tol) in [(DType::F64, "f64", 1e-11), (DType::F32, "f32", tol32)] {
         let model = AutoencoderKL::from_safetensors(&cfg, &weights, &device, dtype)

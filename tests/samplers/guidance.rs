@@ -65,7 +65,7 @@ fn guidance_under_every_sampler_matches_its_closed_form() {
     // - uncond) against cond itself; the oracle's Cholesky against the scalar formulas),
     // amplified by at most a few steps of O(1) Lipschitz maps.
     let (oracle, s) = (two_classes(), linear());
-    let dev = Device::default();
+    let dev = diffuse::device::cpu();
     let labels = [1i64, 0, 1, 0];
     let close = |a: &Tensor<2>, b: &Tensor<2>| {
         to_vec(a)
@@ -142,7 +142,7 @@ fn conditional_oracle_samples_its_class() {
     let n = 2000;
     let labels = vec![1i64; n];
     let cfg = SamplerConfig::parse("ddim", 200).unwrap();
-    let dev = Device::default();
+    let dev = diffuse::device::cpu();
     let x = to_vec(
         &sample(
             &cfg,

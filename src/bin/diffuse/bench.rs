@@ -11,7 +11,7 @@
 
 use anyhow::bail;
 use burn::optim::{AdamWConfig, GradientsParams};
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Tensor};
 use diffuse::data::{DataSpec, ToyDataset};
 use diffuse::nn::{MlpConfig, MlpParams};
 use diffuse::tensor::from_rows;
@@ -22,6 +22,8 @@ use std::time::Instant;
 pub struct Args {
     /// What to time: train-mlp, train-unet, runs or sample-mlp.
     what: String,
+    #[command(flatten)]
+    device: crate::device_arg::DeviceArg,
     /// Batch sizes (repeatable).
     #[arg(long = "batch", default_values_t = vec![512, 64])]
     batches: Vec<usize>,
@@ -89,6 +91,7 @@ fn config(batch: usize) -> RunConfig {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     diffuse::nn::cpu::set_enabled(!args.burn_kernels);
+    let device = args.device.open()?;
     if args.what == "train-unet" {
         // The MLP's default batch sizes do not apply: the UNet is timed at batch 64 unless asked.
         let batches = if args.batches == [512, 64] {
@@ -96,10 +99,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             args.batches.clone()
         };
-        return crate::bench_unet::run(&args.data, args.config.as_deref(), &batches, args.seconds);
+        return crate::bench_unet::run(
+            &args.data,
+            args.config.as_deref(),
+            &batches,
+            args.seconds,
+            &device,
+        );
     }
     if args.what == "sample-mlp" {
-        return crate::bench_sample_mlp::run(args.n.unwrap_or(4000));
+        return crate::bench_sample_mlp::run(args.n.unwrap_or(4000), &device);
     }
     if args.what == "runs" {
         return crate::bench_runs::run(&crate::bench_runs::Options {
@@ -109,6 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             rounds: args.rounds,
             data: &args.data,
             seconds: args.seconds,
+            device: &device,
         });
     }
     if args.what != "train-mlp" {
@@ -119,7 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let threads = rayon::current_num_threads();
     for &batch in &args.batches {
-        let mut trainer = Trainer::new(config(batch))?;
+        let mut trainer = Trainer::new(config(batch))?.on_device(device.clone())?;
         let (ms, steps) = time(args.seconds, || {
             trainer.train_step().expect("finite training step");
         });
@@ -128,7 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             serde_json::json!({"impl": "diffuse", "batch": batch, "ms_per_step": ms, "steps": steps, "threads": threads})
         );
         if args.burn {
-            let device = Device::default().autodiff();
+            let device = diffuse::device::cpu().autodiff();
             let params = MlpParams::init(&MlpConfig::new(2), 0)?;
             let mut model = params.to_module(&device);
             let mut optim = AdamWConfig::new()

@@ -79,21 +79,23 @@ pub struct Options<'a> {
     pub rounds: usize,
     pub data: &'a str,
     pub seconds: f64,
+    pub device: &'a Device,
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     if opts.runs.is_empty() || opts.n == 0 || opts.rounds == 0 {
         anyhow::bail!("bench runs needs --run DIR (repeatable), --n >= 1 and --rounds >= 1");
     }
-    let device = Device::default();
+    let device = opts.device;
     let threads = rayon::current_num_threads();
     let mut runs = Vec::new();
     for dir in opts.runs {
-        let run = open(dir, false, &device)?;
+        let run = open(dir, false, device)?;
         if run.image_shape().is_none() {
             anyhow::bail!("{}: bench runs times image and latent runs", dir.display());
         }
         let trainer = Trainer::new(timing_config(&run, opts.data)?)
+            .and_then(|t| t.on_device(device.clone()))
             .with_context(|| format!("{}: building its trainer", dir.display()))?;
         runs.push((dir.as_path(), run, trainer, Best::default()));
     }

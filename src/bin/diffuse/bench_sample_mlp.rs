@@ -14,11 +14,10 @@ use std::time::Instant;
 /// The two loops of the issue: DDIM with 50 steps and ancestral DDPM with all 1000.
 const LOOPS: [(&str, usize); 2] = [("ddim", 50), ("ddpm", 1000)];
 
-pub fn run(n: usize) -> anyhow::Result<()> {
-    let device = Device::default();
+pub fn run(n: usize, device: &Device) -> anyhow::Result<()> {
     let params = MlpParams::init(&MlpConfig::new(2), 0)?;
     let denoiser = NetworkDenoiser {
-        net: params.to_module(&device),
+        net: params.to_module(device),
         parameterization: Parameterization::Discrete {
             prediction: Default::default(),
             learned_variance: false,
@@ -35,7 +34,7 @@ pub fn run(n: usize) -> anyhow::Result<()> {
             &schedule,
             n,
             2,
-            &device,
+            device,
             DType::F32,
             0,
             0,

@@ -59,6 +59,7 @@ pub fn run(
     config: Option<&Path>,
     batches: &[usize],
     seconds: f64,
+    device: &Device,
 ) -> anyhow::Result<()> {
     let path = config.unwrap_or(Path::new(DEFAULT_CONFIG));
     let text =
@@ -71,14 +72,8 @@ pub fn run(
     let d = model.data_dim();
     for &batch in batches {
         // Inference: one forward at t = 500 with labels cycling through the classes.
-        let net = Net::new(&model, &params, &Device::default())?;
-        let x = from_rows(
-            vec![0.1; batch * d],
-            batch,
-            d,
-            &Device::default(),
-            DType::F32,
-        );
+        let net = Net::new(&model, &params, device)?;
+        let x = from_rows(vec![0.1; batch * d], batch, d, device, DType::F32);
         let classes = model.num_classes().unwrap_or(0) as i64;
         let labels: Vec<i64> = (0..batch as i64)
             .map(|i| if classes > 0 { i % classes } else { -1 })
@@ -109,7 +104,7 @@ pub fn run(
             seed: 0,
             sde: None,
         };
-        let mut trainer = Trainer::new(config)?;
+        let mut trainer = Trainer::new(config)?.on_device(device.clone())?;
         let (step_ms, n) = median_ms(seconds, || {
             trainer.train_step().expect("finite training step");
         });

@@ -3,7 +3,7 @@
 //! oracle mixture. Prints a table and writes JSON.
 
 use crate::run_dir::{open, sampler_config, Run, SamplerChoice, SDE_SAMPLERS};
-use burn::tensor::{DType, Device};
+use burn::tensor::DType;
 use diffuse::data::file::write_file;
 use diffuse::data::{DataSpec, ToyDataset};
 use diffuse::eval::{check_sizes, evaluate_with, EvalOptions};
@@ -21,6 +21,8 @@ pub struct Args {
     run: PathBuf,
     #[command(flatten)]
     sampler: SamplerChoice,
+    #[command(flatten)]
+    device: crate::device_arg::DeviceArg,
     /// Samples per seed (and size of the fresh data sets); default 4000 for points, 500 for
     /// images.
     #[arg(long)]
@@ -57,7 +59,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let device = Device::default();
+    let device = args.device.open()?;
     // A VAE run: its test-set reconstructions (SPEC §7), not samples.
     let config = diffuse::train::checkpoint::load_config(&args.run)?;
     if config.model.as_vae().is_some() {
@@ -183,7 +185,7 @@ fn nll(
     let n = args.nll_points;
     let points = data.sample(n, args.seed, u64::MAX - 1_000_003);
     // Gradients of the score with respect to x need the network on an autodiff device.
-    let device = Device::default().autodiff();
+    let device = run.device.clone().autodiff();
     let net = diffuse::nn::Net::new(&run.config.model, &run.params, &device)?;
     let x = from_rows(points.clone(), n, d, &device, DType::F32);
     let (divergence, how) = if d <= 8 {

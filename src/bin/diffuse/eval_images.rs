@@ -113,7 +113,7 @@ fn stat(values: &[f64]) -> serde_json::Value {
 }
 
 pub fn run(run: &Run, args: &ImageEvalArgs) -> anyhow::Result<()> {
-    let device = Device::default();
+    let device = run.device.clone();
     let shape = run.image_shape().expect("image run");
     let (train, test, own_split) = splits(&run.config.data)?;
     let n = args.n;
@@ -223,7 +223,7 @@ pub fn run(run: &Run, args: &ImageEvalArgs) -> anyhow::Result<()> {
 
 /// A VAE run's EMA (or other) weights as the `AutoencoderKL` module.
 pub fn ema_vae(config: &RunConfig, params: &FlatParams) -> anyhow::Result<AutoencoderKL> {
-    match Net::new(&config.model, params, &Device::default())? {
+    match Net::new(&config.model, params, &diffuse::device::cpu())? {
         Net::Vae(vae) => Ok(vae),
         _ => bail!("not a VAE run"),
     }
@@ -299,7 +299,7 @@ fn bits_per_dim_line(
             } else {
                 VarianceType::FixedSmall
             };
-            let x = from_rows(x0, m, d, &Device::default(), DType::F32);
+            let x = from_rows(x0, m, d, &run.device, DType::F32);
             let mut noise = SampleRng::new(args.seed, 0, m);
             let terms = vlb(&run.denoiser, &run.schedule, variance, &x, &mut noise);
             (
@@ -311,7 +311,7 @@ fn bits_per_dim_line(
             )
         }
         Some(_) => {
-            let device = Device::default().autodiff();
+            let device = run.device.clone().autodiff();
             let net = diffuse::nn::Net::new(&run.config.model, &run.params, &device)?;
             // Uniform dequantisation on the 1/128-wide bins of the +7 offset.
             let mut rng = ChaCha8Rng::seed_from_u64(args.seed);

@@ -5,6 +5,7 @@ mod bench_runs;
 mod bench_sample_mlp;
 mod bench_unet;
 mod compare;
+mod device_arg;
 mod eval;
 mod eval_images;
 mod report;

@@ -45,6 +45,8 @@ pub struct Run {
     pub step: u64,
     /// The VAE that decodes a latent run's samples (SPEC §7).
     pub vae: Option<AutoencoderKL>,
+    /// Where the network (and the VAE) run and the samplers' state lives.
+    pub device: Device,
 }
 
 /// Loads `dir`'s config and EMA weights (or the raw weights with `raw`).
@@ -85,6 +87,7 @@ pub fn open(dir: &Path, raw: bool, device: &Device) -> anyhow::Result<Run> {
         denoiser,
         step,
         vae,
+        device: device.clone(),
     })
 }
 
@@ -107,6 +110,7 @@ impl Run {
         let Some(vae) = &self.vae else {
             return to_vec(x);
         };
+        let x = x.clone().to_device(&self.device);
         let [n, _] = x.dims();
         let [c, h, w] = vae.config.latent_shape();
         let mut out = Vec::new();
@@ -234,7 +238,7 @@ impl Run {
         } = sampler;
         let (sampler, steps, eta) = (sampler.as_str(), *steps, *eta);
         let d = self.config.model.data_dim();
-        let device = Device::default();
+        let device = &self.device;
         if SDE_SAMPLERS.contains(&sampler) {
             if cond.is_some() {
                 bail!(
@@ -250,7 +254,7 @@ impl Run {
                 sde, sampling_eps, ..
             } = self.score_sde()?;
             let chosen = SdeSampler::from_name(sampler, steps, sampling_eps)?;
-            let like = from_rows(vec![0.0; n * d], n, d, &device, DType::F32);
+            let like = from_rows(vec![0.0; n * d], n, d, device, DType::F32);
             let mut noise = SampleRng::new(seed, 0, n);
             let out = self.with_score(&self.denoiser.net, &*sde, |score| {
                 chosen.sample(&*sde, sampling_eps, score, &like, &mut noise, callback)
@@ -282,7 +286,7 @@ impl Run {
             &self.schedule,
             n,
             d,
-            &device,
+            device,
             DType::F32,
             seed,
             0,

@@ -5,7 +5,6 @@
 
 use crate::run_dir::{open, SamplerChoice};
 use anyhow::Context;
-use burn::tensor::Device;
 use diffuse::data::file::{npy_bytes_shaped, write_file, write_points};
 use diffuse::data::{DataSpec, PointSet};
 use diffuse::sample::StepInfo;
@@ -20,6 +19,8 @@ pub struct Args {
     run: PathBuf,
     #[command(flatten)]
     sampler: SamplerChoice,
+    #[command(flatten)]
+    device: crate::device_arg::DeviceArg,
     /// Number of points.
     #[arg(long, default_value_t = 4000)]
     n: usize,
@@ -121,7 +122,7 @@ fn run_images(args: &Args, run: &crate::run_dir::Run, shape: [usize; 3]) -> anyh
             strip,
             rows,
             per,
-            &Device::default(),
+            &diffuse::device::cpu(),
             burn::tensor::DType::F32,
         ));
         image_grid(path, &strip, shape, snapshots.len(), 2)
@@ -136,7 +137,7 @@ fn run_images(args: &Args, run: &crate::run_dir::Run, shape: [usize; 3]) -> anyh
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let device = Device::default();
+    let device = args.device.open()?;
     let run = open(&args.run, args.raw, &device)?;
     if let Some(shape) = run.image_shape() {
         return run_images(&args, &run, shape);

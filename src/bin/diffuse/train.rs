@@ -23,6 +23,13 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 #[group(skip)] // No argument group named after the struct: --resume looks at every id given.
 pub struct Args {
+    #[command(flatten)]
+    pub device: crate::device_arg::DeviceArg,
+    /// Data-parallel training on several GPUs of this machine, e.g. `cuda:0,cuda:1`: each step
+    /// splits the batch between them and sums their gradients (instead of --device).
+    #[arg(long, value_delimiter = ',', value_parser = crate::device_arg::parse_device,
+          conflicts_with = "device")]
+    pub devices: Vec<diffuse::device::DeviceSpec>,
     /// moons | swiss_roll | 8gaussians | 25gaussians | checkerboard | mixture, a .csv/.npy file
     /// of N x D points; or images: fashion-mnist, fashion-mnist:DIR, a folder with IDX files,
     /// a *-idx3-ubyte[.gz] file, or a folder of PNGs (one subfolder per class gives labels).
@@ -432,7 +439,7 @@ pub fn run(args: Args, given: &clap::ArgMatches) -> anyhow::Result<()> {
                 args.out.display()
             );
         }
-        Trainer::new(run_config(&args)?)?
+        crate::device_arg::place(Trainer::new(run_config(&args)?)?, &args)?
     };
     let start = std::time::Instant::now();
     let first = trainer.step;

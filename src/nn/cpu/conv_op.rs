@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn the_kernel_applies_on_flex_float32_and_matches_burn_forward() {
         // Same float32 products in another order: 1e-5 relative.
-        let device = Device::default();
+        let device = crate::device::cpu();
         for (x_shape, o, k, s, p) in SHAPES {
             let (conv, x) = case(&device, x_shape, o, k, s, p);
             assert!(cpu_kernel_applies(&conv, &x).is_some());
@@ -212,7 +212,7 @@ mod tests {
     fn gradients_through_autodiff_match_burn_reference_backward() {
         // L = sum(y * c): dx, dW and db from the custom backward against burn's own conv2d
         // backward of the same module, 1e-4 relative (float32 sums of up to ~500 terms).
-        let device = Device::default().autodiff();
+        let device = crate::device::cpu().autodiff();
         for (x_shape, o, k, s, p) in SHAPES {
             let (conv, x) = case(&device, x_shape, o, k, s, p);
             assert!(
@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn other_convolutions_keep_burn_kernels() {
-        let device = Device::default();
+        let device = crate::device::cpu();
         let (mut conv, x) = case(&device, [2, 2, 6, 6], 2, 3, 1, 1);
         conv.padding = PaddingConfig2d::Explicit(1, 0, 1, 0);
         assert!(cpu_kernel_applies(&conv, &x).is_none());

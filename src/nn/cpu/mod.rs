@@ -12,7 +12,6 @@ pub mod group_norm;
 pub mod norm_op;
 
 use burn::backend::flex::FlexTensor;
-use burn::backend::DispatchDevice;
 use burn::tensor::{DType, Tensor, TensorData};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -33,9 +32,7 @@ pub fn enabled() -> bool {
 /// Whether `x` can go through the kernels: they are on, and `x` is float32 on the flex device
 /// (with or without autodiff).
 pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
-    enabled()
-        && x.dtype() == DType::F32
-        && matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+    enabled() && x.dtype() == DType::F32 && crate::device::is_cpu(&x.device())
 }
 
 /// A flex tensor in row-major order (a copy only if it is not already contiguous).

@@ -199,7 +199,7 @@ mod tests {
         // Against burn's GroupNorm (+ silu) on the same module: forward to 1e-5, gradients of
         // L = sum(y * c) with respect to x, gamma and beta to 1e-4 (float32 sums in another
         // order; burn normalises in float32, the kernel accumulates moments in float64).
-        let device = Device::default().autodiff();
+        let device = crate::device::cpu().autodiff();
         for (groups, channels, then_silu) in [(2, 6, true), (4, 8, false), (1, 3, true)] {
             let (norm, x) = case(&device, groups, channels);
             assert!(super::super::applies(&x));

@@ -7,7 +7,7 @@ use super::{UNet2DConfig, UNet2DModel};
 use crate::denoiser::Network;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Gradients;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use std::collections::HashMap;
 
 /// A small config: `channels` per level, `groups`, square `size`.
@@ -53,7 +53,7 @@ fn images(cfg: &UNet2DConfig, n: usize, seed: u64, dtype: DType) -> Tensor<4> {
         .collect();
     Tensor::from_data(
         TensorData::new(values, [n, c, h, w]),
-        (&Device::default(), dtype),
+        (&crate::device::cpu(), dtype),
     )
 }
 
@@ -62,7 +62,7 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
 }
 
 fn model(cfg: &UNet2DConfig, dtype: DType) -> UNet2DModel {
-    UNet2DModel::new(cfg, 7, &Device::default(), dtype).unwrap()
+    UNet2DModel::new(cfg, 7, &crate::device::cpu(), dtype).unwrap()
 }
 
 #[test]
@@ -217,7 +217,8 @@ fn save_then_load_is_exact() {
     let m = model(&cfg, DType::F32);
     let dir = tempfile::tempdir().unwrap();
     m.save_diffusers_dir(dir.path()).unwrap();
-    let back = UNet2DModel::from_diffusers_dir(dir.path(), &Device::default(), DType::F32).unwrap();
+    let back =
+        UNet2DModel::from_diffusers_dir(dir.path(), &crate::device::cpu(), DType::F32).unwrap();
     assert_eq!(back.config(), &cfg);
     let x = images(&cfg, 2, 3, DType::F32);
     let out = values(m.forward_images(x.clone(), &[3.0, 700.0], Some(&[1, -1])));
@@ -259,7 +260,7 @@ fn rewrite_weights(dir: &std::path::Path, edit: impl FnOnce(&mut TensorMap)) {
 #[test]
 fn missing_extra_and_misshapen_tensors_are_named() {
     let m = model(&small(&[8], &[false], 4, 4), DType::F32);
-    let device = Device::default();
+    let device = crate::device::cpu();
     let cases: [Corruption; 3] = [
         ("conv_in.weight", |m| {
             m.remove("conv_in.weight");
@@ -325,8 +326,8 @@ fn gradients_reach_every_parameter() {
         attn_norm_num_groups: Some(4),
         ..small(&[8, 8], &[true, true], 4, 4)
     };
-    let device = Device::default().autodiff();
-    let m = model(&cfg, DType::F32).for_training(&Device::default());
+    let device = crate::device::cpu().autodiff();
+    let m = model(&cfg, DType::F32).for_training(&crate::device::cpu());
     let x = images(&cfg, 3, 5, DType::F32).to_device(&device);
     let out = m.forward_images(x, &[10.0, 200.0, 900.0], Some(&[0, 1, -1]));
     let weights = images(&cfg, 3, 9, DType::F32).to_device(&device);
@@ -353,7 +354,7 @@ fn a_model_loaded_onto_an_autodiff_device_has_gradients() {
     model(&cfg, DType::F32)
         .save_diffusers_dir(dir.path())
         .unwrap();
-    let device = Device::default().autodiff();
+    let device = crate::device::cpu().autodiff();
     let m = UNet2DModel::from_diffusers_dir(dir.path(), &device, DType::F32).unwrap();
     let x = images(&cfg, 1, 0, DType::F32).to_device(&device);
     let grads = m.forward_images(x, &[1.0], None).sum().backward();
@@ -400,9 +401,9 @@ fn network_interface_reshapes_at_the_boundary() {
 #[test]
 fn same_seed_same_weights() {
     let cfg = small(&[8], &[false], 4, 4);
-    let a = UNet2DModel::new(&cfg, 11, &Device::default(), DType::F32).unwrap();
-    let b = UNet2DModel::new(&cfg, 11, &Device::default(), DType::F32).unwrap();
-    let c = UNet2DModel::new(&cfg, 12, &Device::default(), DType::F32).unwrap();
+    let a = UNet2DModel::new(&cfg, 11, &crate::device::cpu(), DType::F32).unwrap();
+    let b = UNet2DModel::new(&cfg, 11, &crate::device::cpu(), DType::F32).unwrap();
+    let c = UNet2DModel::new(&cfg, 12, &crate::device::cpu(), DType::F32).unwrap();
     assert_eq!(a.named_tensors(), b.named_tensors());
     assert_ne!(a.named_tensors(), c.named_tensors());
 }

@@ -5,7 +5,7 @@ use super::config::{DownEncoderBlockType, UpDecoderBlockType};
 use super::loss::{vae_objective, Reconstruction, VaeLoss};
 use super::{AutoencoderKL, AutoencoderKLConfig, DiagonalGaussian};
 use crate::nn::unet::SampleSize;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -25,7 +25,10 @@ fn small(channels: &[usize], size: usize) -> AutoencoderKLConfig {
 }
 
 fn t4(values: Vec<f64>, shape: [usize; 4], dtype: DType) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(values, shape), (&Device::default(), dtype))
+    Tensor::from_data(
+        TensorData::new(values, shape),
+        (&crate::device::cpu(), dtype),
+    )
 }
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
@@ -42,7 +45,7 @@ fn images(n: usize, size: usize, dtype: DType) -> Tensor<4> {
 #[test]
 fn fashion_mnist_shapes_28_to_4x7x7_and_back() {
     let cfg = small(&[8, 8, 16], 28);
-    let m = AutoencoderKL::new(&cfg, 1, &Device::default(), DType::F32).unwrap();
+    let m = AutoencoderKL::new(&cfg, 1, &crate::device::cpu(), DType::F32).unwrap();
     let q = m.encode(images(2, 28, DType::F32));
     assert_eq!(q.mean.dims(), [2, 4, 7, 7]);
     assert_eq!(q.logvar.dims(), [2, 4, 7, 7]);
@@ -60,7 +63,7 @@ fn save_load_round_trip_is_exact() {
         use_quant_conv: false,
         ..small(&[4, 8], 8)
     };
-    let device = Device::default();
+    let device = crate::device::cpu();
     let m = AutoencoderKL::new(&cfg, 3, &device, DType::F32).unwrap();
     let dir = tempfile::tempdir().unwrap();
     m.save_diffusers_dir(dir.path()).unwrap();
@@ -153,7 +156,7 @@ fn objective_is_the_documented_reduction() {
     // L = mean_n [sum rho + beta sum KL] / D, recomputed from the model's own parts in float64
     // (same operations, different grouping: 1e-12 relative).
     let cfg = small(&[4, 8], 8);
-    let m = AutoencoderKL::new(&cfg, 2, &Device::default(), DType::F64).unwrap();
+    let m = AutoencoderKL::new(&cfg, 2, &crate::device::cpu(), DType::F64).unwrap();
     let x = images(3, 8, DType::F64);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let eps: Vec<f64> = (0..3 * 4 * 4 * 4)

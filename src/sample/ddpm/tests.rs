@@ -5,14 +5,14 @@ use crate::prediction::{target, PredictionType};
 use crate::rng::SampleRng;
 use crate::schedule::ScheduleConfig;
 use crate::tensor::{from_rows, to_vec};
-use burn::tensor::{DType, Device};
+use burn::tensor::DType;
 
 #[test]
 fn mu_theta_from_any_prediction_is_the_posterior_mean() {
     // A perfect prediction of any type must give mu_theta = mu_tilde(x_t, x_0) (SPEC §2-3):
     // tol 1e-9 relative, float64 conversions with a >= 0.08 and s >= 0.01.
     let s = ScheduleConfig::default().build().unwrap();
-    let dev = Device::default();
+    let dev = crate::device::cpu();
     let mut rng = SampleRng::new(4, 0, 3);
     let x0 = from_rows(rng.normal(5), 3, 5, &dev, DType::F64);
     let eps = from_rows(rng.normal(5), 3, 5, &dev, DType::F64);
@@ -51,7 +51,7 @@ fn mu_theta_from_any_prediction_is_the_posterior_mean() {
 #[test]
 fn dynamic_thresholding_matches_a_brute_force_quantile() {
     // Per row: s = clamp(quantile_0.9(|x|), 1, 3) by numpy's linear rule, then clamp and divide.
-    let dev = Device::default();
+    let dev = crate::device::cpu();
     let rows = [
         vec![0.1, -0.2, 0.3, 0.05, 0.0], // quantile < 1: s = 1, values unchanged
         vec![4.0, -2.0, 1.5, -0.5, 2.5], // s inside (1, 3)
@@ -79,7 +79,7 @@ fn dynamic_thresholding_matches_a_brute_force_quantile() {
 fn dynamic_thresholding_with_max_value_below_one_uses_max_value() {
     // torch.clamp(q, min=1, max=s) is s when s < 1 (max wins): every row is clamped to
     // [-0.5, 0.5] and divided by 0.5, whatever its quantile (exact: one clamp, one division).
-    let dev = Device::default();
+    let dev = crate::device::cpu();
     let rows = [vec![0.1, -0.2, 0.3, 0.05], vec![4.0, -2.0, 0.4, -0.6]];
     let x = from_rows(rows.concat(), 2, 4, &dev, DType::F64);
     let clip = X0Clip::Dynamic {

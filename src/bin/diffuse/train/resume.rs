@@ -22,7 +22,16 @@ use serde_json::Value;
 
 /// Flags that are not part of the run's configuration (previews only feed report.html and
 /// never touch the training streams).
-const NOT_CONFIG: [&str; 5] = ["out", "resume", "quiet", "preview_every", "no_preview"];
+/// `--device` / `--devices` pick where this process trains; the run does not depend on them.
+const NOT_CONFIG: [&str; 7] = [
+    "out",
+    "resume",
+    "quiet",
+    "preview_every",
+    "no_preview",
+    "device",
+    "devices",
+];
 
 /// Loads the run in `--out`, checks the given flags against it, applies `--steps` and
 /// `--checkpoint-every`, and records the new plan in config.json before training goes on.
@@ -53,7 +62,7 @@ pub fn resume(args: &Args, given: &ArgMatches) -> anyhow::Result<Trainer> {
     if config != stored {
         save_config(dir, &config)?;
     }
-    let mut trainer = Trainer::from_checkpoint(ckpt)?;
+    let mut trainer = crate::device_arg::place(Trainer::from_checkpoint(ckpt)?, args)?;
     trainer.config = config;
     Ok(trainer)
 }

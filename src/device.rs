@@ -143,7 +143,7 @@ fn probe(device: &Device) -> std::result::Result<(), String> {
     });
     std::panic::set_hook(hook);
     match outcome {
-        Ok(Ok(v)) if v == 3.0 => Ok(()),
+        Ok(Ok(3.0)) => Ok(()),
         Ok(Ok(v)) => Err(format!("1 + 2 gave {v}")),
         Ok(Err(e)) => Err(format!("{e:?}")),
         Err(panic) => Err(panic

@@ -171,7 +171,7 @@ impl StepBatch<'_> {
     /// Rows `lo..hi` of the batch.
     fn rows(&self, lo: usize, hi: usize) -> StepBatch<'_> {
         let (n, d) = (self.n, self.dim);
-        let e = if n == 0 { 0 } else { self.emb.len() / n };
+        let e = self.emb.len().checked_div(n).unwrap_or(0);
         StepBatch {
             n: hi - lo,
             dim: d,

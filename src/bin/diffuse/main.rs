@@ -28,6 +28,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once per process.
 enum Command {
     /// Print or write a beta schedule's tables and plot alpha_bar and log-SNR against t.
     Schedule(schedule::Args),

@@ -271,6 +271,7 @@ fn vae_then_latent_unet_then_decoded_samples() {
         .collect();
     let best = lines.last().unwrap();
     assert_eq!(best["latent"], true, "{best}");
+    assert!(lines.iter().all(|l| l["device"] == "cpu"), "{lines:?}");
     for key in [
         "denoise_ms_per_image",
         "decode_ms_per_image",

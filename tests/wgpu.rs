@@ -205,4 +205,27 @@ fn train_and_sample_from_the_command_line_on_wgpu() {
     );
     assert!(text.contains("100 samples"), "{text}");
     assert!(d.join("s.png").exists() && d.join("s.csv").exists());
+    // Benchmark rows name the device they were measured on.
+    let text = cli::ok(
+        &[
+            "bench",
+            "train-mlp",
+            "--device",
+            "wgpu",
+            "--batch",
+            "64",
+            "--seconds",
+            "0",
+        ],
+        d,
+    );
+    let row: serde_json::Value = text
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON row in:\n{text}"));
+    assert_eq!(row["device"], "wgpu", "{row}");
+    assert!(
+        row["ms_per_step"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{row}"
+    );
 }

@@ -57,14 +57,14 @@ pub struct Args {
     rounds: usize,
 }
 
-/// Runs `step` for about `seconds` after a warm-up; returns ms per step.
+/// Runs `step` for about `seconds` (at least once) after a warm-up; returns ms per step.
 fn time(seconds: f64, mut step: impl FnMut()) -> (f64, u64) {
     for _ in 0..20 {
         step();
     }
     let start = Instant::now();
     let mut n = 0u64;
-    while start.elapsed().as_secs_f64() < seconds {
+    while n == 0 || start.elapsed().as_secs_f64() < seconds {
         step();
         n += 1;
     }
@@ -92,6 +92,8 @@ fn config(batch: usize) -> RunConfig {
 pub fn run(args: Args) -> anyhow::Result<()> {
     diffuse::nn::cpu::set_enabled(!args.burn_kernels);
     let device = args.device.open()?;
+    // Every JSON row names the device it was measured on (`--device` as given).
+    let device_name = args.device.device.to_string();
     if args.what == "train-unet" {
         // The MLP's default batch sizes do not apply: the UNet is timed at batch 64 unless asked.
         let batches = if args.batches == [512, 64] {
@@ -105,10 +107,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             &batches,
             args.seconds,
             &device,
+            &device_name,
         );
     }
     if args.what == "sample-mlp" {
-        return crate::bench_sample_mlp::run(args.n.unwrap_or(4000), &device);
+        return crate::bench_sample_mlp::run(args.n.unwrap_or(4000), &device, &device_name);
     }
     if args.what == "runs" {
         return crate::bench_runs::run(&crate::bench_runs::Options {
@@ -119,6 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             data: &args.data,
             seconds: args.seconds,
             device: &device,
+            device_name: &device_name,
         });
     }
     if args.what != "train-mlp" {
@@ -135,7 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
         println!(
             "{}",
-            serde_json::json!({"impl": "diffuse", "batch": batch, "ms_per_step": ms, "steps": steps, "threads": threads})
+            serde_json::json!({"impl": "diffuse", "device": device_name, "batch": batch, "ms_per_step": ms, "steps": steps, "threads": threads})
         );
         if args.burn {
             let device = diffuse::device::cpu().autodiff();
@@ -156,7 +160,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             });
             println!(
                 "{}",
-                serde_json::json!({"impl": "burn-autodiff", "batch": batch, "ms_per_step": ms, "steps": steps, "threads": threads})
+                serde_json::json!({"impl": "burn-autodiff", "device": "cpu", "batch": batch, "ms_per_step": ms, "steps": steps, "threads": threads})
             );
         }
     }

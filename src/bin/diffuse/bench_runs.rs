@@ -80,6 +80,8 @@ pub struct Options<'a> {
     pub data: &'a str,
     pub seconds: f64,
     pub device: &'a Device,
+    /// The device as `--device` named it, recorded in every row.
+    pub device_name: &'a str,
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
@@ -128,7 +130,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             best.train_rss_mb = best.train_rss_mb.max(train_rss);
             println!(
                 "{}",
-                serde_json::json!({"run": dir.display().to_string(), "round": round,
+                serde_json::json!({"run": dir.display().to_string(), "device": opts.device_name, "round": round,
                     "sampler": opts.sampler.name, "sampler_steps": opts.sampler.steps, "nfe": nfe,
                     "n": opts.n, "denoise_ms": denoise, "decode_ms": decode,
                     "ms_per_image": (denoise + decode) / opts.n as f64,
@@ -139,7 +141,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
     }
     for (dir, run, trainer, best) in &runs {
-        println!("{}", summary(dir, run, trainer, best, opts.n, threads));
+        let mut line = summary(dir, run, trainer, best, opts.n, threads);
+        line["device"] = opts.device_name.into();
+        println!("{line}");
     }
     Ok(())
 }
@@ -151,7 +155,7 @@ fn summary(
     best: &Best,
     n: usize,
     threads: usize,
-) -> String {
+) -> serde_json::Value {
     serde_json::json!({"run": dir.display().to_string(), "best_of_rounds": true,
         "latent": run.vae.is_some(), "model_params": run.params.len(),
         "model_input": run.config.model.image_shape(),
@@ -161,5 +165,4 @@ fn summary(
         "batch": trainer.config.train.batch_size, "ms_per_train_step": best.step_ms,
         "sample_peak_rss_mb": best.sample_rss_mb, "train_peak_rss_mb": best.train_rss_mb,
         "threads": threads})
-    .to_string()
 }

@@ -14,7 +14,7 @@ use std::time::Instant;
 /// The two loops of the issue: DDIM with 50 steps and ancestral DDPM with all 1000.
 const LOOPS: [(&str, usize); 2] = [("ddim", 50), ("ddpm", 1000)];
 
-pub fn run(n: usize, device: &Device) -> anyhow::Result<()> {
+pub fn run(n: usize, device: &Device, device_name: &str) -> anyhow::Result<()> {
     let params = MlpParams::init(&MlpConfig::new(2), 0)?;
     let denoiser = NetworkDenoiser {
         net: params.to_module(device),
@@ -44,7 +44,7 @@ pub fn run(n: usize, device: &Device) -> anyhow::Result<()> {
         let _ = x.into_data();
         println!(
             "{}",
-            serde_json::json!({"impl": "diffuse", "what": "sample-mlp", "sampler": name,
+            serde_json::json!({"impl": "diffuse", "what": "sample-mlp", "device": device_name, "sampler": name,
                 "steps": steps, "n": n, "seconds": start.elapsed().as_secs_f64(),
                 "threads": threads})
         );

@@ -60,6 +60,7 @@ pub fn run(
     batches: &[usize],
     seconds: f64,
     device: &Device,
+    device_name: &str,
 ) -> anyhow::Result<()> {
     let path = config.unwrap_or(Path::new(DEFAULT_CONFIG));
     let text =
@@ -85,7 +86,7 @@ pub fn run(
         });
         println!(
             "{}",
-            serde_json::json!({"impl": "diffuse", "what": "sample", "batch": batch, "threads": threads,
+            serde_json::json!({"impl": "diffuse", "what": "sample", "device": device_name, "batch": batch, "threads": threads,
                 "ms_per_forward": ms, "runs": n, "kernels": kernels(), "peak_rss_mb": peak_rss_mb(), "params": params.len()})
         );
 
@@ -113,7 +114,7 @@ pub fn run(
         });
         println!(
             "{}",
-            serde_json::json!({"impl": "diffuse", "what": "train", "batch": batch, "threads": threads,
+            serde_json::json!({"impl": "diffuse", "what": "train", "device": device_name, "batch": batch, "threads": threads,
             "ms_per_step": step_ms, "steps": n, "kernels": kernels(), "peak_rss_mb": peak_rss_mb(), "params": params.len(),
             "breakdown_ms": {
                 "forward_inference": ms,

@@ -71,6 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             &params,
             step,
             args.n.unwrap_or(1000),
+            &device,
         );
     }
     let run = open(&args.run, args.raw, &device)?;

@@ -221,9 +221,13 @@ pub fn run(run: &Run, args: &ImageEvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A VAE run's EMA (or other) weights as the `AutoencoderKL` module.
-pub fn ema_vae(config: &RunConfig, params: &FlatParams) -> anyhow::Result<AutoencoderKL> {
-    match Net::new(&config.model, params, &diffuse::device::cpu())? {
+/// A VAE run's EMA (or other) weights as the `AutoencoderKL` module on `device`.
+pub fn ema_vae(
+    config: &RunConfig,
+    params: &FlatParams,
+    device: &Device,
+) -> anyhow::Result<AutoencoderKL> {
+    match Net::new(&config.model, params, device)? {
         Net::Vae(vae) => Ok(vae),
         _ => bail!("not a VAE run"),
     }
@@ -239,8 +243,9 @@ pub fn vae_report(
     params: &FlatParams,
     step: u64,
     images: usize,
+    device: &Device,
 ) -> anyhow::Result<()> {
-    let vae = ema_vae(config, params)?;
+    let vae = ema_vae(config, params, device)?;
     let (_, test, own_split) = splits(&config.data)?;
     let idx = pick(test.len(), images.min(test.len()), config.seed, 4);
     let report = reconstruction_report(&vae, &test, &idx);

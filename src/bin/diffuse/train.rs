@@ -482,7 +482,7 @@ fn finish_vae(trainer: &mut Trainer, args: &Args) -> anyhow::Result<()> {
         bail!("a VAE run trains on images");
     };
     let train = source.load_train()?;
-    let vae = crate::eval_images::ema_vae(&trainer.config, &trainer.ema)?;
+    let vae = crate::eval_images::ema_vae(&trainer.config, &trainer.ema, &trainer.device)?;
     let s = latent_scaling_factor(&vae, &train, args.vae.scale_images, trainer.config.seed);
     let mut config = vae.config.clone();
     config.scaling_factor = s;
@@ -502,5 +502,6 @@ fn finish_vae(trainer: &mut Trainer, args: &Args) -> anyhow::Result<()> {
         &trainer.ema,
         trainer.step,
         args.vae.report_images,
+        &trainer.device,
     )
 }

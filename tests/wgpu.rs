@@ -16,6 +16,8 @@ use diffuse::device::{cpu, DeviceSpec, WgpuAdapter};
 use diffuse::nn::{MlpConfig, MlpParams, ModelConfig, Net};
 use diffuse::sample::registry::{sample, SamplerConfig};
 use diffuse::schedule::ScheduleConfig;
+use diffuse::sde::score::NETWORK_TIME_SCALE;
+use diffuse::sde::{Divergence, NetworkScore, Probe, ScoreOutput, TimeInput, VpSde};
 use diffuse::tensor::{from_rows, to_vec};
 use diffuse::train::{RunConfig, TrainConfig, Trainer};
 
@@ -205,6 +207,28 @@ fn train_and_sample_from_the_command_line_on_wgpu() {
     );
     assert!(text.contains("100 samples"), "{text}");
     assert!(d.join("s.png").exists() && d.join("s.csv").exists());
+    // eval (sample quality against fresh data) on the device; the PF-ODE NLL's score
+    // divergence is checked below (the full adaptive solve takes ~700 network calls, ~100 s on
+    // lavapipe).
+    cli::ok(
+        &[
+            "eval",
+            "--run",
+            "r",
+            "--device",
+            "wgpu",
+            "--sampler",
+            "ddim",
+            "--steps",
+            "5",
+            "--n",
+            "200",
+            "--seeds",
+            "2",
+        ],
+        d,
+    );
+    assert!(d.join("r/eval.json").exists());
     // Benchmark rows name the device they were measured on.
     let text = cli::ok(
         &[
@@ -228,4 +252,36 @@ fn train_and_sample_from_the_command_line_on_wgpu() {
         row["ms_per_step"].as_f64().is_some_and(|ms| ms > 0.0),
         "{row}"
     );
+}
+
+#[test]
+fn score_divergence_matches_the_cpu() {
+    // The likelihood's inner term (SPEC §6): div_x of the network's score, exactly (one
+    // reverse-mode pass per dimension) and by Hutchinson probes, through autodiff on the device.
+    // Same scale-relative float32 tolerance as the network outputs (1e-4): a divergence is a
+    // sum of D = 2 Jacobian entries, each a gradient of one output.
+    let params = MlpParams::init(&MlpConfig::new(2), 3).unwrap();
+    let n = 16;
+    let x = pattern(n * 2, 0.7);
+    let divergences = |device: &Device| -> Vec<f64> {
+        let ad = device.clone().autodiff();
+        let score = NetworkScore {
+            net: params.to_module(&ad),
+            sde: VpSde::default(),
+            output: ScoreOutput::Eps,
+            time: TimeInput::Scaled(NETWORK_TIME_SCALE),
+        };
+        let x = from_rows(x.clone(), n, 2, &ad, DType::F32);
+        let probes = Divergence::hutchinson(Probe::Rademacher, 2, &x, 5);
+        [0.05, 0.5, 0.95]
+            .iter()
+            .flat_map(|&t| {
+                let mut v = Divergence::Exact.score_divergence(&score, &x, t);
+                v.extend(probes.score_divergence(&score, &x, t));
+                v
+            })
+            .collect()
+    };
+    let e = scaled_error(&divergences(&gpu()), &divergences(&cpu()));
+    assert!(e < 1e-4, "scaled error {e:e}");
 }

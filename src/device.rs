@@ -132,26 +132,40 @@ impl DeviceSpec {
 }
 
 /// Runs one tiny op on `device` and reads it back; a runtime that cannot start panics inside
-/// burn, which is turned into the panic's message here.
+/// burn, often on its own server thread (this thread then only sees a closed channel), so the
+/// first panic message of any thread during the probe is the reason given.
 fn probe(device: &Device) -> std::result::Result<(), String> {
+    use std::sync::{Arc, Mutex};
     let device = device.clone();
+    let first_panic: Arc<Mutex<Option<String>>> = Arc::default();
     let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    let record = first_panic.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut slot) = record.lock() {
+            slot.get_or_insert_with(|| panic_message(info.payload()));
+        }
+    }));
     let outcome = std::panic::catch_unwind(move || {
         let x = Tensor::<1>::from_floats([1.0, 2.0], &device);
         x.sum().into_data().try_to_vec::<f32>().map(|v| v[0])
     });
     std::panic::set_hook(hook);
+    let first = first_panic.lock().ok().and_then(|m| m.clone());
     match outcome {
         Ok(Ok(3.0)) => Ok(()),
         Ok(Ok(v)) => Err(format!("1 + 2 gave {v}")),
         Ok(Err(e)) => Err(format!("{e:?}")),
-        Err(panic) => Err(panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "the runtime panicked".into())),
+        Err(panic) => Err(first.unwrap_or_else(|| panic_message(&*panic))),
     }
+}
+
+/// The text of a panic payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "the runtime panicked".into())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a Debian bookworm (or newer) machine for `cargo build --release --features cuda`
-# with no access to GitHub: everything comes from deb.debian.org (and crates.io for cargo).
+# with no access to GitHub: everything comes from Debian's archive (the mirror apt uses) and
+# crates.io.
 #
 # Why: burn's CUDA backend pulls cubecl-cuda -> cubecl-llvm, whose build dependency
 # tracel-llvm-bundler downloads an LLVM 23 bundle from GitHub unless its install prefix,
@@ -20,13 +21,23 @@
 #
 # Run it as the user who runs cargo (the prefix is per user); sudo is used only for apt-get
 # install, and only when not root. Safe to run again: it does nothing once everything is there.
-# Settings (environment): DIFFUSE_LLVM_VERSION (22), DIFFUSE_LLVM_SUITE (trixie).
+# Settings (environment): DIFFUSE_LLVM_VERSION (22), DIFFUSE_LLVM_SUITE (trixie),
+# DIFFUSE_DEBIAN_MIRROR (default: the mirror in this machine's apt sources).
 set -euo pipefail
 
 LLVM_READY=""
 LLVM_VER="${DIFFUSE_LLVM_VERSION:-22}"
 SUITE="${DIFFUSE_LLVM_SUITE:-trixie}"
-MIRROR="http://deb.debian.org/debian"
+# The Debian mirror this machine's apt already uses (its first "URIs:" / "deb" entry for the
+# main archive), so the trixie download goes where bookworm's packages come from.
+system_mirror() {
+  { grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
+    grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
+      sed -E 's/^deb (\[[^]]*\] )?//' | awk '{print $1}'
+  } 2>/dev/null | grep -E '/debian/?$' | head -n1 || true
+}
+MIRROR="${DIFFUSE_DEBIAN_MIRROR:-$(system_mirror)}"
+MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 KEYRING="/usr/share/keyrings/debian-archive-keyring.gpg"
 
 DATA_DIR="${XDG_DATA_HOME:-$HOME/.local/share}"

@@ -141,9 +141,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
     }
     for (dir, run, trainer, best) in &runs {
-        let mut line = summary(dir, run, trainer, best, opts.n, threads);
-        line["device"] = opts.device_name.into();
-        println!("{line}");
+        println!("{}", summary(dir, run, trainer, best, opts, threads));
     }
     Ok(())
 }
@@ -153,10 +151,11 @@ fn summary(
     run: &Run,
     trainer: &Trainer,
     best: &Best,
-    n: usize,
+    opts: &Options,
     threads: usize,
-) -> serde_json::Value {
-    serde_json::json!({"run": dir.display().to_string(), "best_of_rounds": true,
+) -> String {
+    let n = opts.n;
+    serde_json::json!({"run": dir.display().to_string(), "device": opts.device_name, "best_of_rounds": true,
         "latent": run.vae.is_some(), "model_params": run.params.len(),
         "model_input": run.config.model.image_shape(),
         "denoise_ms_per_image": best.denoise_ms / n as f64,
@@ -165,4 +164,5 @@ fn summary(
         "batch": trainer.config.train.batch_size, "ms_per_train_step": best.step_ms,
         "sample_peak_rss_mb": best.sample_rss_mb, "train_peak_rss_mb": best.train_rss_mb,
         "threads": threads})
+    .to_string()
 }
